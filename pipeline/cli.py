@@ -1,0 +1,169 @@
+"""`neggen`: materialize datasets, open the Dagster UI, query stages with DuckDB.
+
+    neggen [--config PATH] materialize --dataset NAME [--select SELECTION]
+    neggen [--config PATH] ui [--host 127.0.0.1] [--port 3000]
+    neggen [--config PATH] sql --dataset NAME ["SELECT ..."] [--csv]
+    neggen [--config PATH] datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config import CONFIG_ENV, CONFIG_FILENAME, ConfigError, NeggenConfig, load_config
+
+DAGSTER_YAML = """\
+# Written by neggen: a local instance, no telemetry, no welcome popup.
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def _prepare_environment(config_arg: str | None) -> NeggenConfig:
+    """Validate the config, then point Dagster at it and at a local instance folder."""
+    config = load_config(config_arg)
+    config_file = Path(config_arg) if config_arg else Path(CONFIG_FILENAME)
+    if config_file.exists():
+        os.environ[CONFIG_ENV] = str(config_file.resolve())
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or config.home / ".dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    settings = dagster_home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    return config
+
+
+def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
+    import dagster as dg
+
+    config.dataset(dataset)  # an unknown name fails before Dagster starts
+    from pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    try:
+        selection = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
+        keys = selection.resolve(graph)
+    except Exception as err:  # Dagster raises several types for a bad selection string
+        print(f"neggen: invalid --select {select!r}: {err}", file=sys.stderr)
+        return 2
+    if not keys:
+        print(f"neggen: --select {select!r} matches no asset", file=sys.stderr)
+        return 2
+    names = ", ".join(sorted(k.to_user_string() for k in keys))
+    print(f"Materializing {names} for dataset `{dataset}` into {config.home / dataset}", file=sys.stderr)
+    job = defs.resolve_job_def("materialize_dataset")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=dataset,
+            asset_selection=list(keys),
+            run_config={"loggers": {"progress": {"config": {"total_steps": len(keys)}}}},
+            raise_on_error=False,
+        )
+    if result.success:
+        print(f"Done: run {result.run_id}", file=sys.stderr)
+        return 0
+    print(f"Failed: run {result.run_id} (details: neggen ui)", file=sys.stderr)
+    return 1
+
+
+def run_sql(config: NeggenConfig, dataset: str, query: str | None, as_csv: bool) -> int:
+    from pipeline.duck import attach_stage_views, connect
+    from pipeline.storage import DatasetStore
+
+    config.dataset(dataset)
+    store = DatasetStore(config.home, dataset)
+    con = connect()
+    views = attach_stage_views(con, store)
+    if not views:
+        print(
+            f"neggen: nothing is materialized for `{dataset}` under {store.root}; "
+            f"run: neggen materialize --dataset {dataset}",
+            file=sys.stderr,
+        )
+        return 1
+    if query is None:
+        counts = con.sql(
+            " UNION ALL ".join(f"SELECT '{v}' AS view, count(*) AS rows FROM {v}" for v in views)
+        )
+        relation = counts
+    else:
+        import duckdb
+
+        try:
+            relation = con.sql(query)
+        except duckdb.Error as err:
+            print(f"neggen: query failed: {err}", file=sys.stderr)
+            return 1
+        if relation is None:  # a statement without a result, e.g. CREATE
+            return 0
+    if as_csv:
+        relation.df().to_csv(sys.stdout, index=False)
+    else:
+        relation.show(max_rows=100, max_width=200)
+    return 0
+
+
+def run_ui(host: str, port: int) -> int:
+    command = [
+        sys.executable, "-m", "dagster", "dev", "-m", "pipeline.definitions",
+        "-h", host, "-p", str(port),
+    ]
+    print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def list_datasets(config: NeggenConfig) -> int:
+    for name, dataset in sorted(config.datasets.items()):
+        where = dataset.path if dataset.path else "(generated)"
+        print(f"{name}\t{dataset.format}\t{where}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="neggen", description=__doc__.split("\n\n")[0])
+    top.add_argument("--config", help=f"config file (default: ./{CONFIG_FILENAME} if present)")
+    commands = top.add_subparsers(dest="command", required=True)
+    mat = commands.add_parser("materialize", help="materialize assets for one dataset")
+    mat.add_argument("--dataset", required=True)
+    mat.add_argument("--select", help="Dagster asset selection, e.g. 'interactions+' or 'key:items'")
+    ui = commands.add_parser("ui", help="start the Dagster UI")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    sql = commands.add_parser("sql", help="query a dataset's stages with DuckDB")
+    sql.add_argument("--dataset", required=True)
+    sql.add_argument("query", nargs="?", help="SQL; without it, list the views and row counts")
+    sql.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    commands.add_parser("datasets", help="list registered datasets")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = _prepare_environment(args.config)
+        if args.command == "materialize":
+            return materialize(config, args.dataset, args.select)
+        if args.command == "sql":
+            return run_sql(config, args.dataset, args.query, args.csv)
+        if args.command == "ui":
+            return run_ui(args.host, args.port)
+        return list_datasets(config)
+    except ConfigError as err:
+        print(f"neggen: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

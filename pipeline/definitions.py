@@ -1,0 +1,29 @@
+"""The Dagster Definitions: `dagster dev -m pipeline.definitions` (what `neggen ui` runs)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+import assets.data
+from pipeline.config import CONFIG_ENV
+from pipeline.progress import progress_logger
+from pipeline.resources import NeggenResource
+
+ASSET_MODULES = [assets.data]
+
+all_assets = dg.load_assets_from_modules(ASSET_MODULES)
+
+materialize_job = dg.define_asset_job(
+    "materialize_dataset",
+    selection=dg.AssetSelection.all(),
+    description="Materialize the whole pipeline (or a selection) for one dataset partition.",
+)
+
+defs = dg.Definitions(
+    assets=all_assets,
+    jobs=[materialize_job],
+    resources={"neggen": NeggenResource(config_path=os.environ.get(CONFIG_ENV))},
+    loggers={"progress": progress_logger},
+)
