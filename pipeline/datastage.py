@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.duck import connect, sql_text
 from pipeline.sources import RawSource, SourceError
@@ -36,13 +37,21 @@ class InteractionTable:
     duplicates_collapsed: int = 0
 
 
+def deduplicate_and_kcore(con, interactions: pd.DataFrame, k: int) -> tuple[str, list[KCoreRound]]:
+    """Load raw interactions into DuckDB (as Arrow: no per-row conversion), collapse
+    duplicates, and filter to the k-core."""
+    con.register("raw_interactions", pa.Table.from_pandas(interactions, preserve_index=False))
+    con.execute(sql_text("dedupe.sql"))
+    return kcore_filter(con, k)
+
+
 def kcore_filter(con, k: int) -> tuple[str, list[KCoreRound]]:
     """Iterate the k-core round in DuckDB until no row is removed; returns the final table."""
 
     def shape(table: str) -> KCoreRound:
         n, users, items = con.execute(
-            f"SELECT count(*), count(DISTINCT user_source), count(DISTINCT item_source) FROM {table}"
-        ).fetchone()
+            f"SELECT count(*), count(DISTINCT u), count(DISTINCT i) FROM {table}"
+        ).fetchall()[0]  # fetchall: DuckDB 2 keeps a half-fetched result open
         return KCoreRound(0, n, users, items)
 
     rounds = [shape("kcore_0")]
@@ -86,9 +95,7 @@ def build_interactions(raw: RawSource, k: int, split_seed: int, use_given_split:
     if raw.interactions.empty:
         raise SourceError(f"the source has no interactions (files: {', '.join(raw.files)})")
     con = connect()
-    con.register("raw_interactions", raw.interactions)
-    con.execute(sql_text("dedupe.sql"))
-    final, rounds = kcore_filter(con, k)
+    final, rounds = deduplicate_and_kcore(con, raw.interactions, k)
     if rounds[-1].interactions == 0:
         trail = "; ".join(
             f"round {r.round}: {r.interactions} interactions, {r.users} users, {r.items} items"

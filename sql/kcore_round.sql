@@ -2,13 +2,13 @@
 -- interactions and of items with fewer than {k}, both counted on the previous round.
 -- Run to a fixpoint (no row removed) by the caller.
 CREATE OR REPLACE TABLE {next} AS
-WITH user_degree AS (
-    SELECT user_source FROM {prev} GROUP BY user_source HAVING count(*) >= {k}
+WITH kept_users AS (
+    SELECT u FROM {prev} GROUP BY u HAVING count(*) >= {k}
 ),
-item_degree AS (
-    SELECT item_source FROM {prev} GROUP BY item_source HAVING count(*) >= {k}
+kept_items AS (
+    SELECT i FROM {prev} GROUP BY i HAVING count(*) >= {k}
 )
 SELECT p.*
 FROM {prev} AS p
-SEMI JOIN user_degree USING (user_source)
-SEMI JOIN item_degree USING (item_source);
+SEMI JOIN kept_users USING (u)
+SEMI JOIN kept_items USING (i);
