@@ -1,0 +1,75 @@
+"""Training configuration for the collaborative-filtering recommenders.
+
+Defaults follow the NegGen paper §4.1 (embedding 64, Xavier init, Adam, batch 2048,
+at most 1000 epochs, early stop after 20 epochs without a better validation Recall@20)
+and, where the paper is silent, MMRec's LightGCN setup that the paper's baselines come from.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A metric name as the evaluator reports it, e.g. "recall@20".
+_METRIC_RE = re.compile(r"^(recall|ndcg)@(\d+)$")
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of one training run; frozen so a run's config cannot drift mid-run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedding_size: int = Field(64, gt=0, description="Dimension of user and item embeddings (paper §4.1).")
+    # MMRec grid-searches LightGCN over n_layers in {1, 2, 3, 4}; 3 is the depth the LightGCN
+    # authors recommend and the middle of that grid. bench/cf_baselines.py re-selects it on
+    # validation per dataset (see bench/results/cf_baselines.md).
+    n_layers: int = Field(3, ge=0, description="LightGCN propagation layers L (eq. 6-7); 0 reduces it to MF.")
+    # Weight of 0.5 * mean over the batch of the squared L2 norms of the ego (layer-0)
+    # embeddings of user, positive and negative item — LightGCN's original regulariser, whose
+    # authors use 1e-4 on every dataset; MMRec searches {1e-2 ... 1e-6} around it.
+    reg_weight: float = Field(1e-4, ge=0.0, description="L2 weight on the batch's ego embeddings.")
+    learning_rate: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
+    batch_size: int = Field(2048, gt=0, description="Training (user, pos, neg) triples per step.")
+    epochs: int = Field(1000, gt=0, description="Maximum number of training epochs.")
+    early_stop_patience: int = Field(
+        20, gt=0, description="Stop after this many evaluations without a better stop_metric."
+    )
+    stop_metric: str = Field("recall@20", description="Validation metric for early stopping and model selection.")
+    # MMRec's default; one batch of scores is eval_batch_size x n_items float32.
+    eval_batch_size: int = Field(4096, gt=0, description="Users scored per evaluation batch.")
+    seed: int = Field(2024, ge=0, description="Seed of model init, shuffling and negative sampling.")
+    topk: tuple[int, ...] = Field((10, 20), description="Cut-offs K of Recall@K and NDCG@K.")
+    device: str = Field("cpu", description='"cpu", "cuda" or "cuda:<index>".')
+    eval_every: int = Field(1, gt=0, description="Validate every this many epochs.")
+
+    @field_validator("topk")
+    @classmethod
+    def _topk_positive_sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("topk must name at least one cut-off K")
+        if any(k <= 0 for k in value):
+            raise ValueError(f"every K in topk must be positive, got {value}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f'device must be "cpu", "cuda" or "cuda:<index>", got {value!r}')
+        return value
+
+    @field_validator("stop_metric")
+    @classmethod
+    def _metric_syntax(cls, value: str) -> str:
+        if not _METRIC_RE.fullmatch(value):
+            raise ValueError(f'stop_metric must look like "recall@20" or "ndcg@10", got {value!r}')
+        return value
+
+    @model_validator(mode="after")
+    def _stop_metric_is_computed(self) -> TrainConfig:
+        k = int(_METRIC_RE.fullmatch(self.stop_metric).group(2))
+        if k not in self.topk:
+            raise ValueError(f"stop_metric {self.stop_metric!r} needs K={k} in topk {self.topk}")
+        return self
