@@ -17,6 +17,7 @@ COPY pipeline pipeline
 COPY assets assets
 COPY neggen_model neggen_model
 COPY sql sql
+COPY prompts prompts
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/venv/bin/pip install --no-cache-dir -e ".[gpu]"

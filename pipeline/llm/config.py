@@ -1,0 +1,89 @@
+"""Typed configuration of the generation engines (one block per engine `kind`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.llm.types import SamplingParams
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CatalogEngineConfig(_Strict):
+    """No LLM: mask and substitute attribute values using the catalogue's own vocabulary."""
+
+    kind: Literal["catalog"] = "catalog"
+    salient_terms: int = Field(
+        default=2, ge=0, le=10,
+        description="Besides typed attribute values, mask this many high TF-IDF words per item.",
+    )  # fmt: skip
+    max_term_df: float = Field(
+        default=0.2, gt=0.0, le=1.0,
+        description="A word is a salient-term candidate only if at most this fraction of items has it.",
+    )  # fmt: skip
+    protect_df: float = Field(
+        default=0.9, gt=0.0, le=1.0,
+        description="Category values in more than this fraction of items (roots) are never masked.",
+    )  # fmt: skip
+
+
+class VisualEngineConfig(_Strict):
+    """No VLM: describe pictures by dominant colour names and simple shape/pattern cues."""
+
+    kind: Literal["visual"] = "visual"
+    max_colours: int = Field(default=3, ge=1, le=6)
+    min_colour_share: float = Field(default=0.12, gt=0.0, lt=1.0)
+    thumbnail_px: int = Field(default=96, ge=16, le=512, description="Images are reduced to this size first.")
+
+
+class OpenAIEngineConfig(_Strict):
+    """Any OpenAI-compatible `/v1/chat/completions` server (vLLM serve, llama.cpp, ...)."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field(description="Server root, e.g. http://127.0.0.1:8000/v1")
+    model: str
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the API key."
+    )
+    max_concurrency: int = Field(default=8, ge=1, le=512)
+    timeout_s: float = Field(default=120.0, gt=0.0, description="Per request (socket) timeout.")
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries on 429/5xx/timeouts.")
+    backoff_s: float = Field(default=1.0, ge=0.0, description="First backoff; doubles per retry.")
+    backoff_max_s: float = Field(default=30.0, ge=0.0)
+    use_env_proxy: bool = Field(default=False, description="Honour http(s)_proxy variables.")
+
+
+class TransformersEngineConfig(_Strict):
+    kind: Literal["transformers"] = "transformers"
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    device: str = "cpu"
+
+
+class VLLMEngineConfig(_Strict):
+    kind: Literal["vllm"] = "vllm"
+    model: str
+    max_model_len: int | None = None
+
+
+EngineConfig = Annotated[
+    CatalogEngineConfig | VisualEngineConfig | OpenAIEngineConfig
+    | TransformersEngineConfig | VLLMEngineConfig,
+    Field(discriminator="kind"),
+]
+
+
+class GenerationConfig(_Strict):
+    """The generation stage: which engine describes pictures, which masks and completes."""
+
+    describer: EngineConfig = Field(default_factory=VisualEngineConfig)
+    generator: EngineConfig = Field(default_factory=CatalogEngineConfig)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    batch_size: int = Field(default=64, ge=1, le=100_000)
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per item, new seed each.")
+    keep_source_description: bool = Field(
+        default=True, description="Add the item's own description text to its §3.2.1 description."
+    )

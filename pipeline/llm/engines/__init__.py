@@ -1,0 +1,52 @@
+"""Generation engines behind one interface, built from a typed config.
+
+| kind | what |
+|---|---|
+| `catalog` | no LLM: masks/substitutes attribute values from the catalogue's vocabulary |
+| `visual` | no VLM: image → colour names and shape/pattern cues (CPU) |
+| `openai` | any OpenAI-compatible `/v1/chat/completions` server |
+| `transformers`, `vllm` | declared in the config; not available in this build yet |
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from pydantic import TypeAdapter
+
+from pipeline.llm.config import (
+    CatalogEngineConfig,
+    EngineConfig,
+    OpenAIEngineConfig,
+    VisualEngineConfig,
+)
+from pipeline.llm.engines.base import Engine, EngineUnavailable
+
+__all__ = ["Engine", "EngineUnavailable", "build_engine", "parse_engine_config"]
+
+
+def parse_engine_config(raw: dict | EngineConfig) -> EngineConfig:
+    """Validate a config mapping (`{"kind": ..., ...}`) into its typed engine config."""
+    return TypeAdapter(EngineConfig).validate_python(raw)
+
+
+def build_engine(config: dict | EngineConfig, catalogue: pd.DataFrame | None = None) -> Engine:
+    """The engine a config describes. The catalogue engine needs the items table."""
+    config = parse_engine_config(config)
+    if isinstance(config, CatalogEngineConfig):
+        from pipeline.llm.engines.catalog import CatalogEngine
+
+        if catalogue is None:
+            raise EngineUnavailable("the catalog engine is built from the items table: pass catalogue=items")
+        return CatalogEngine.from_items(catalogue, config)
+    if isinstance(config, VisualEngineConfig):
+        from pipeline.llm.engines.visual import VisualEngine
+
+        return VisualEngine(config)
+    if isinstance(config, OpenAIEngineConfig):
+        from pipeline.llm.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(config)
+    raise EngineUnavailable(
+        f"engine kind {config.kind!r} is not available in this build yet; "
+        "use `catalog`, `visual` or `openai` (e.g. against `vllm serve`)"
+    )

@@ -1,0 +1,49 @@
+"""The engine interface: a batch of requests in, one result per request out, in order."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from pipeline.llm.types import Request, Result
+
+
+class EngineUnavailable(RuntimeError):
+    """The configured engine cannot run here (not built yet, or a dependency is missing)."""
+
+
+class Engine(ABC):
+    """Generates text for batches of requests.
+
+    `generate` never raises for a single bad request: that request's `Result` carries
+    `error` instead, and the others still come back. `kind` and `fingerprint` enter the
+    cache key; `fingerprint` must change whenever the same request could get another answer.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, model: str):
+        self.model = model
+
+    @property
+    def fingerprint(self) -> str:
+        return self.model
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[Result]: ...
+
+    def close(self) -> None:
+        """Release what the engine holds (connections, models); idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+    def _error(self, message: str, latency_s: float = 0.0, tries: int = 1) -> Result:
+        return Result(engine=self.kind, model=self.model, error=message, latency_s=latency_s, tries=tries)

@@ -1,0 +1,213 @@
+"""Any OpenAI-compatible `/v1/chat/completions` server, over the standard library only.
+
+Requests of a batch run on a bounded thread pool (`max_concurrency` in flight at most).
+Each has a socket timeout, and is retried with exponential backoff (doubling from
+`backoff_s`, capped, with jitter; a `Retry-After` header is honoured up to the cap) on
+HTTP 429, 5xx, timeouts and dropped connections. Other 4xx are final. Images are sent as
+base64 `data:` URIs in `image_url` parts.
+
+The cache fingerprint is the model name alone: moving the server (another host or port)
+does not throw away what the same model generated.
+
+The API key is read from the environment variable named in the config when the engine is
+built; it is only ever placed in the Authorization header. It is not in the engine's repr,
+in log records or in any error message (server replies are scrubbed of it too).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from pipeline.llm.config import OpenAIEngineConfig
+from pipeline.llm.engines.base import Engine, EngineUnavailable
+from pipeline.llm.types import ImagePart, Message, Request, Result, TextPart
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+_MAX_ERROR_BODY = 300
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Final(Exception):
+    pass
+
+
+def message_payload(message: Message) -> dict:
+    """One chat message in the OpenAI wire format (plain string content when text-only)."""
+    if all(isinstance(p, TextPart) for p in message.content):
+        return {"role": message.role, "content": message.text}
+    content = []
+    for part in message.content:
+        if isinstance(part, TextPart):
+            content.append({"type": "text", "text": part.text})
+        else:
+            content.append({"type": "image_url", "image_url": {"url": data_uri(part)}})
+    return {"role": message.role, "content": content}
+
+
+def data_uri(image: ImagePart) -> str:
+    data = image.read_bytes()
+    return f"data:{image.mime_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+class OpenAIEngine(Engine):
+    kind = "openai"
+
+    def __init__(self, config: OpenAIEngineConfig):
+        super().__init__(config.model)
+        self.config = config
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self.__key: str | None = None
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise EngineUnavailable(
+                    f"openai engine: environment variable {config.api_key_env} (the API key) is not set"
+                )
+            self.__key = key
+        handlers = [] if config.use_env_proxy else [urllib.request.ProxyHandler({})]
+        self._opener = urllib.request.build_opener(*handlers)
+        self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="neggen-openai")
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine(base_url={self.config.base_url!r}, model={self.model!r})"
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        if self._closed:
+            raise RuntimeError("openai engine is closed")
+        return list(self._pool.map(self._generate_one, requests))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._pool.shutdown(wait=True)
+
+    # -- one request -------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        if self.__key:
+            text = text.replace(self.__key, "***")
+        return text
+
+    def _body(self, request: Request) -> bytes:
+        s = request.sampling
+        payload = {
+            "model": self.model,
+            "messages": [message_payload(m) for m in request.messages],
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "seed": s.seed,
+        }
+        return json.dumps(payload).encode("utf-8")
+
+    def _generate_one(self, request: Request) -> Result:
+        t0 = time.perf_counter()
+        try:
+            body = self._body(request)
+        except OSError as err:
+            return self._error(f"cannot read image: {err}", time.perf_counter() - t0, tries=0)
+        cfg = self.config
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                text, finish = self._post(body)
+                return Result(text=text, engine=self.kind, model=self.model, finish_reason=finish,
+                              latency_s=time.perf_counter() - t0, tries=tries)  # fmt: skip
+            except _Final as err:
+                message = self._scrub(str(err))
+                log.warning("openai request failed (no retry): %s", message)
+                return self._error(message, time.perf_counter() - t0, tries)
+            except _Retryable as err:
+                message = self._scrub(str(err))
+                if tries > cfg.max_retries:
+                    log.warning("openai request failed after %d tries: %s", tries, message)
+                    return self._error(f"{message} (after {tries} tries)", time.perf_counter() - t0, tries)
+                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (tries - 1))
+                delay *= 0.5 + random.random() / 2
+                if err.retry_after is not None:
+                    delay = min(cfg.backoff_max_s, max(delay, err.retry_after))
+                log.info("openai request: %s; retry %d/%d in %.2fs", message, tries, cfg.max_retries, delay)
+                time.sleep(delay)
+
+    def _post(self, body: bytes) -> tuple[str, str | None]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.__key:
+            headers["Authorization"] = f"Bearer {self.__key}"
+        req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(req, timeout=self.config.timeout_s) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as err:
+            detail = _read_error(err)
+            message = f"HTTP {err.code} from {self._url}: {detail}"
+            if err.code in RETRY_STATUS:
+                raise _Retryable(message, _retry_after(err.headers.get("Retry-After"))) from None
+            raise _Final(message) from None
+        except (TimeoutError, socket.timeout):
+            raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, TimeoutError | socket.timeout):
+                raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
+            raise _Retryable(f"cannot reach {self._url}: {err.reason}") from None
+        except (ConnectionError, http.client.HTTPException) as err:
+            raise _Retryable(f"connection to {self._url} failed: {type(err).__name__}: {err}") from None
+        return _parse(raw, self._url)
+
+
+def _read_error(err: urllib.error.HTTPError) -> str:
+    try:
+        raw = err.read(_MAX_ERROR_BODY + 1)
+    except (OSError, http.client.HTTPException):
+        return err.reason or ""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            text = str(parsed["error"].get("message", text))
+    except ValueError:
+        pass
+    return (text[:_MAX_ERROR_BODY] + "...") if len(text) > _MAX_ERROR_BODY else (text or str(err.reason))
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _parse(raw: bytes, url: str) -> tuple[str, str | None]:
+    try:
+        data = json.loads(raw)
+        choice = data["choices"][0]
+        content = choice["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise _Final(f"{url}: reply is not a chat completion: {raw[:200]!r}") from None
+    if isinstance(content, list):  # some servers answer with content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if content is None:
+        raise _Final(f"{url}: reply has no message content")
+    return str(content), choice.get("finish_reason")

@@ -1,0 +1,244 @@
+"""Run one generation stage over a table of items: cache first, then batched generation of
+the misses, validation, retries with new seeds, and failures recorded with their reason.
+
+Stages and the columns they read (besides `item_id`):
+
+| stage | template | reads |
+|---|---|---|
+| `description` | description_generation | `image_path`, `image_status`, `title`, `brand`, `categories`, `description` |
+| `masked` | attribute_masking | `description_text` |
+| `negative` | attribute_completion | `description_text`, `masked_text` |
+| `direct` | direct_generation | `description_text` |
+
+`join_texts(items, description=..., masked=...)` adds the `*_text` columns from earlier
+stages' outputs. The description stage sends only items with a usable picture to the
+engine; the others get their textual metadata alone (engine `none`, 0 attempts).
+
+Similarity (in the metadata of `negative` and `direct`): the mean token Jaccard between
+each positive description and its negative (lower-case word sets, |A∩B| / |A∪B|).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from pipeline.llm.cache import GenerationCache
+from pipeline.llm.engines.base import Engine
+from pipeline.llm.prompts import STAGE_TEMPLATES, build_description, render_request, template_version
+from pipeline.llm.types import ImagePart, Request, Result, SamplingParams
+from pipeline.llm.validate import check, clean_output, token_jaccard
+
+Stage = Literal["description", "masked", "negative", "direct"]
+STAGES: tuple[str, ...] = tuple(STAGE_TEMPLATES)
+SOURCE_COLUMN = "description_text"
+MASKED_COLUMN = "masked_text"
+OUTPUT_COLUMNS = ["item_id", "text", "engine", "model", "template_version", "cache_hit", "attempts"]
+FAILURE_COLUMNS = ["item_id", "stage", "reason", "last_output", "attempts"]
+
+
+class StageRun(NamedTuple):
+    outputs: pd.DataFrame  # OUTPUT_COLUMNS (+ `image_text` for the description stage)
+    failures: pd.DataFrame  # FAILURE_COLUMNS
+    meta: dict
+
+
+def join_texts(items: pd.DataFrame, description: pd.DataFrame | None = None,
+               masked: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """`items` with `description_text` / `masked_text` from earlier stages' outputs."""
+    out = items
+    for column, stage_out in ((SOURCE_COLUMN, description), (MASKED_COLUMN, masked)):
+        if stage_out is not None:
+            out = out.drop(columns=[column], errors="ignore").merge(
+                stage_out[["item_id", "text"]].rename(columns={"text": column}), on="item_id", how="inner"
+            )
+    return out
+
+
+def _has_image(row) -> bool:
+    path = row.get("image_path")
+    status = _value(row, "image_status")
+    return isinstance(path, str) and bool(path) and (status is None or status == "ok")
+
+
+def _value(row, name):
+    value = row.get(name)
+    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else value
+
+
+class _Item:
+    __slots__ = ("item_id", "request", "source", "masked", "row")
+
+    def __init__(self, item_id, request: Request | None, source: str, masked: str, row: dict):
+        self.item_id, self.request, self.source, self.masked, self.row = item_id, request, source, masked, row
+
+
+def _prepare(items: pd.DataFrame, stage: str, sampling: SamplingParams, prompts_dir: Path | None) -> list[_Item]:
+    need = {"description": [], "masked": [SOURCE_COLUMN], "negative": [SOURCE_COLUMN, MASKED_COLUMN],
+            "direct": [SOURCE_COLUMN]}[stage]  # fmt: skip
+    missing = [c for c in ["item_id", *need] if c not in items.columns]
+    if missing:
+        raise ValueError(
+            f"stage {stage!r} needs column(s) {', '.join(missing)}; use join_texts() to add earlier stages' outputs"
+        )
+    template = STAGE_TEMPLATES[stage]
+    prepared = []
+    for row in items.to_dict("records"):
+        source = _value(row, SOURCE_COLUMN) or ""
+        masked = _value(row, MASKED_COLUMN) or ""
+        if stage == "description":
+            request = (
+                render_request(template, sampling, directory=prompts_dir, item_image=ImagePart(path=Path(row["image_path"])))
+                if _has_image(row) else None
+            )  # fmt: skip
+        elif stage == "masked":
+            request = render_request(template, sampling, directory=prompts_dir, item_description=source)
+        elif stage == "negative":
+            request = render_request(template, sampling, context={"source": source}, directory=prompts_dir,
+                                     masked_description=masked)  # fmt: skip
+        else:
+            request = render_request(template, sampling, directory=prompts_dir, positive_attributes=source)
+        prepared.append(_Item(row["item_id"], request, source, masked, row))
+    return prepared
+
+
+def generate_stage(
+    items: pd.DataFrame,
+    stage: Stage,
+    engine: Engine,
+    cache: GenerationCache | None = None,
+    *,
+    sampling: SamplingParams | None = None,
+    batch_size: int = 64,
+    max_attempts: int = 3,
+    keep_source_description: bool = True,
+    progress: bool = True,
+    prompts_dir: Path | None = None,
+) -> StageRun:
+    """Generate `stage` for every item; see the module docstring for the columns read.
+
+    Each batch: look its requests up in the cache, generate the misses (one engine call per
+    batch, identical requests once), store them (durable before the next batch starts),
+    validate; invalid or failed items are tried again with seed + 1, + 2, ... up to
+    `max_attempts`, then recorded in `failures` with the reason and the last output.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    sampling = sampling or SamplingParams()
+    template = STAGE_TEMPLATES[stage]
+    version = template_version(template, prompts_dir)
+    t0 = time.perf_counter()
+    prepared = _prepare(items, stage, sampling, prompts_dir)
+    outputs: list[dict] = []
+    failures: list[dict] = []
+    counters = {"cache_hits": 0, "cache_misses": 0, "generated": 0, "attempts": 0}
+    bar = tqdm(total=len(prepared), desc=f"generate {stage}", unit="item", disable=not progress, leave=False)
+    try:
+        for start in range(0, len(prepared), batch_size):
+            batch = prepared[start : start + batch_size]
+            _run_batch(batch, stage, engine, cache, sampling, version, max_attempts,
+                       keep_source_description, outputs, failures, counters)  # fmt: skip
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    out = pd.DataFrame(outputs, columns=OUTPUT_COLUMNS + (["image_text"] if stage == "description" else []))
+    fail = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    similarity = None
+    if stage in ("negative", "direct") and len(out):
+        source_of = {p.item_id: p.source for p in prepared}
+        scores = [token_jaccard(source_of[i], t) for i, t in zip(out["item_id"], out["text"])]
+        similarity = {"metric": "token_jaccard", "mean": float(sum(scores) / len(scores))}
+    meta = {
+        "stage": stage,
+        "template": template,
+        "template_version": version,
+        "engine": engine.kind,
+        "model": engine.model,
+        "items": len(prepared),
+        "ok": len(out),
+        "failed": len(fail),
+        **counters,
+        "seconds": round(seconds, 3),
+        "items_per_s": round(len(prepared) / seconds, 1) if seconds > 0 else None,
+        "similarity": similarity,
+    }
+    return StageRun(out, fail, meta)
+
+
+def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, max_attempts,
+               keep_source_description, outputs, failures, counters) -> None:  # fmt: skip
+    pending = []
+    for item in batch:
+        if item.request is None:  # description stage, no picture: metadata only
+            outputs.append(_output(item, stage, None, "none", "", version, False, 0, keep_source_description))
+        else:
+            pending.append(item)
+    last: dict[int, tuple[str, str | None]] = {}
+    for attempt in range(max_attempts):
+        if not pending:
+            break
+        requests = [p.request.with_seed(sampling.seed + attempt) for p in pending]
+        results, hit = _lookup_or_generate(requests, engine, cache, counters)
+        counters["attempts"] += len(pending)
+        retry = []
+        for item, result, was_hit in zip(pending, results, hit):
+            if not result.ok:
+                last[id(item)] = (f"engine error: {result.error}", None)
+                retry.append(item)
+                continue
+            text = clean_output(result.text)
+            verdict = check(stage, text, source=item.source, masked=item.masked)
+            if not verdict:
+                last[id(item)] = (verdict.reason, text)
+                retry.append(item)
+                continue
+            outputs.append(_output(item, stage, text, result.engine, result.model, version, was_hit,
+                                   attempt + 1, keep_source_description))  # fmt: skip
+        pending = retry
+    for item in pending:
+        reason, text = last[id(item)]
+        failures.append({"item_id": item.item_id, "stage": stage, "reason": reason, "last_output": text,
+                         "attempts": max_attempts})  # fmt: skip
+
+
+def _lookup_or_generate(requests: list[Request], engine: Engine, cache: GenerationCache | None,
+                        counters: dict) -> tuple[list[Result], list[bool]]:  # fmt: skip
+    keys = [cache.key(r, engine) if cache is not None else str(i) for i, r in enumerate(requests)]
+    found = cache.get_many(keys) if cache is not None else {}
+    todo: dict[str, Request] = {}
+    for key, request in zip(keys, requests):
+        if key not in found:
+            todo.setdefault(key, request)
+    generated: dict[str, Result] = {}
+    if todo:
+        results = engine.generate(list(todo.values()))
+        if len(results) != len(todo):
+            raise RuntimeError(f"engine {engine!r} returned {len(results)} results for {len(todo)} requests")
+        generated = dict(zip(todo, results))
+        if cache is not None:
+            cache.put_many((k, r, requests[0].template) for k, r in generated.items())
+    counters["cache_hits"] += sum(1 for k in keys if k in found)
+    counters["cache_misses"] += sum(1 for k in keys if k not in found)
+    counters["generated"] += len(todo)
+    return [found.get(k) or generated[k] for k in keys], [k in found for k in keys]
+
+
+def _output(item: _Item, stage, text, engine, model, version, hit, attempts, keep_source_description) -> dict:
+    row = {"item_id": item.item_id, "engine": engine, "model": model, "template_version": version,
+           "cache_hit": hit, "attempts": attempts}  # fmt: skip
+    if stage == "description":
+        r = item.row
+        row["image_text"] = text
+        row["text"] = build_description(
+            text, _value(r, "title"), _value(r, "brand"), _value(r, "categories"),
+            _value(r, "description") if keep_source_description else None,
+        )
+    else:
+        row["text"] = text
+    return row

@@ -1,0 +1,224 @@
+"""The OpenAI-compatible engine against a real HTTP server on 127.0.0.1 (started here):
+answers, image parts as data URIs, retries, bounded failures, timeouts, the concurrency
+bound, and an API key that never shows up in logs, errors or reprs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipeline.llm.config import OpenAIEngineConfig
+from pipeline.llm.engines import EngineUnavailable, build_engine
+from pipeline.llm.engines.openai import OpenAIEngine
+from pipeline.llm.prompts import render_request
+from pipeline.llm.types import ImagePart, Message, Request, SamplingParams
+
+KEY = "sk-test-SECRET-0123456789"
+KEY_ENV = "NEGGEN_TEST_LLM_KEY"
+
+
+class FakeServer:
+    """An OpenAI chat-completions server whose behaviour a test scripts via `plan`.
+
+    `plan(n, body, headers)` gets the 1-based request number and returns
+    (status, reply dict or text, sleep seconds).
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.count = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.count += 1
+                    n = server.count
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.bodies.append(body)
+                    server.headers.append(dict(self.headers))
+                try:
+                    status, reply, sleep = server.plan(n, body, dict(self.headers))
+                    if sleep:
+                        time.sleep(sleep)
+                    data = (json.dumps(reply) if isinstance(reply, dict) else str(reply)).encode()
+                    try:
+                        self.send_response(status)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client gave up (timeout test)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def completion(text: str, finish: str = "stop") -> dict:
+    return {"id": "x", "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+
+
+def echo_plan(n, body, headers):
+    return 200, completion(f"echo: {body['messages'][0]['content']}"), 0
+
+
+def engine(server: FakeServer, **overrides) -> OpenAIEngine:
+    settings = dict(base_url=server.url, model="test-model", max_concurrency=4, timeout_s=5.0,
+                    max_retries=3, backoff_s=0.01, backoff_max_s=0.05)
+    settings.update(overrides)
+    return OpenAIEngine(OpenAIEngineConfig(**settings))
+
+
+def text_request(text: str, seed: int = 0) -> Request:
+    return Request(messages=(Message.user(text),), sampling=SamplingParams(seed=seed, max_tokens=32))
+
+
+def test_answers_come_back_in_order_with_the_sampling_parameters():
+    with FakeServer(echo_plan) as server, engine(server) as eng:
+        results = eng.generate([text_request(f"q{i}", seed=i) for i in range(6)])
+    assert [r.text for r in results] == [f"echo: q{i}" for i in range(6)]
+    assert all(r.ok and r.engine == "openai" and r.model == "test-model" and r.finish_reason == "stop" for r in results)
+    body = next(b for b in server.bodies if b["messages"][0]["content"] == "q3")
+    assert body["model"] == "test-model" and body["seed"] == 3 and body["max_tokens"] == 32
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.95
+
+
+def test_an_image_part_arrives_as_a_data_uri(tmp_path):
+    png = tmp_path / "item.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    request = render_request("description_generation", item_image=png)
+    with FakeServer(lambda n, b, h: (200, completion("a red mug"), 0)) as server, engine(server) as eng:
+        (result,) = eng.generate([request])
+    assert result.text == "a red mug"
+    parts = server.bodies[0]["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "text"]
+    url = parts[1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == png.read_bytes()
+    # bytes work the same as a path
+    with FakeServer(lambda n, b, h: (200, completion("ok"), 0)) as server, engine(server) as eng:
+        eng.generate([Request(messages=(Message.user("see", ImagePart(data=png.read_bytes())),))])
+    assert server.bodies[0]["messages"][0]["content"][1]["image_url"]["url"] == url
+
+
+def test_a_server_error_then_success_is_retried():
+    plan = lambda n, b, h: (500, {"error": {"message": "overloaded"}}, 0) if n <= 2 else (200, completion("fine"), 0)  # noqa: E731
+    with FakeServer(plan) as server, engine(server) as eng:
+        (result,) = eng.generate([text_request("q")])
+    assert result.ok and result.text == "fine" and result.tries == 3
+    assert server.count == 3
+
+
+def test_429_is_retried_and_a_400_is_not():
+    plan = lambda n, b, h: (429, {"error": {"message": "slow down"}}, 0) if n == 1 else (200, completion("ok"), 0)  # noqa: E731
+    with FakeServer(plan) as server, engine(server) as eng:
+        assert eng.generate([text_request("q")])[0].text == "ok"
+    with FakeServer(lambda n, b, h: (400, {"error": {"message": "bad prompt"}}, 0)) as server, engine(server) as eng:
+        (result,) = eng.generate([text_request("q")])
+    assert not result.ok and "HTTP 400" in result.error and "bad prompt" in result.error
+    assert server.count == 1
+
+
+def test_a_server_that_always_fails_gives_an_error_after_bounded_retries():
+    with FakeServer(lambda n, b, h: (503, "down for maintenance", 0)) as server, engine(server, max_retries=2) as eng:
+        results = eng.generate([text_request("q")])
+    (result,) = results
+    assert not result.ok and result.text is None
+    assert "HTTP 503" in result.error and "down for maintenance" in result.error and "3 tries" in result.error
+    assert result.tries == 3 and server.count == 3
+
+
+def test_a_server_slower_than_the_timeout_times_out():
+    with FakeServer(lambda n, b, h: (200, completion("late"), 1.5)) as server, \
+            engine(server, timeout_s=0.2, max_retries=1) as eng:  # fmt: skip
+        t0 = time.perf_counter()
+        (result,) = eng.generate([text_request("q")])
+        elapsed = time.perf_counter() - t0
+    assert not result.ok and "timed out" in result.error
+    assert result.tries == 2 and server.count == 2
+    assert elapsed < 1.4  # it did not wait for the server's answer
+
+
+def test_unreachable_server_is_an_error_not_an_exception():
+    with FakeServer(echo_plan) as server:
+        url = server.url
+    eng = OpenAIEngine(OpenAIEngineConfig(base_url=url, model="m", max_retries=1, backoff_s=0.01, timeout_s=1))
+    (result,) = eng.generate([text_request("q")])
+    eng.close()
+    assert not result.ok and "cannot reach" in result.error
+
+
+def test_concurrency_bound_is_respected():
+    with FakeServer(lambda n, b, h: (200, completion("x"), 0.15)) as server, engine(server, max_concurrency=3) as eng:
+        results = eng.generate([text_request(f"q{i}") for i in range(10)])
+    assert all(r.ok for r in results)
+    assert server.max_in_flight == 3
+
+
+def test_api_key_is_sent_but_never_logged_or_shown(monkeypatch, caplog):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    caplog.set_level(logging.DEBUG)
+
+    def plan(n, body, headers):  # a hostile server that echoes the credentials back
+        auth = headers.get("Authorization", "")
+        if n == 1:
+            return 500, {"error": {"message": f"failed for {auth}"}}, 0
+        if n == 2:
+            return 200, completion(f"ok {len(auth)}"), 0
+        return 401, f"bad key {auth}", 0
+
+    with FakeServer(plan) as server:
+        eng = build_engine({"kind": "openai", "base_url": server.url, "model": "m", "api_key_env": KEY_ENV,
+                            "max_retries": 2, "backoff_s": 0.01})
+        first = eng.generate([text_request("q")])[0]
+        second = eng.generate([text_request("q")])[0]
+        eng.close()
+        with pytest.raises(RuntimeError) as closed:
+            eng.generate([text_request("q")])
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert first.ok and second.error and "HTTP 401" in second.error
+    shown = [caplog.text, repr(eng), str(eng), repr(eng.config), str(vars(eng.config)), str(closed.value),
+             repr(first), repr(second), second.error, second.model_dump_json()]
+    for text in shown:
+        assert KEY not in text
+    assert "***" in second.error
+
+
+def test_missing_api_key_variable_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(EngineUnavailable, match=KEY_ENV):
+        build_engine({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": KEY_ENV})
