@@ -1,0 +1,80 @@
+"""The contract every recommender in neggen_model fulfils, and the BPR objective they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neggen_model.config import TrainConfig
+from neggen_model.data import InteractionData
+
+
+class Recommender(nn.Module, ABC):
+    """Users and items embedded in one space, scored by inner product, trained with BPR.
+
+    Subclasses define how free (ego) embeddings become final ones (`propagate`). Training calls
+    `calculate_loss`; evaluation wraps its batches in `frozen_embeddings()` so the propagation
+    runs once per evaluation instead of once per batch of users.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, data: InteractionData, config: TrainConfig):
+        super().__init__()
+        self.n_users = data.n_users
+        self.n_items = data.n_items
+        self.reg_weight = config.reg_weight
+        self.user_embedding = nn.Parameter(torch.empty(data.n_users, config.embedding_size))
+        self.item_embedding = nn.Parameter(torch.empty(data.n_items, config.embedding_size))
+        # Paper §4.1: Xavier initialisation for all models.
+        nn.init.xavier_uniform_(self.user_embedding)
+        nn.init.xavier_uniform_(self.item_embedding)
+        self._frozen: tuple[Tensor, Tensor] | None = None
+
+    @abstractmethod
+    def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
+        """Final (user, item) embeddings computed from the ego embeddings."""
+
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        return self.propagate(self.user_embedding, self.item_embedding)
+
+    def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """Mean BPR loss of the batch plus reg_weight x L2 of the batch's ego embeddings."""
+        user_all, item_all = self.final_embeddings()
+        u, pos, neg = user_all[users], item_all[pos_items], item_all[neg_items]
+        # softplus(-x) is -log(sigmoid(x)) without its underflow for large margins.
+        ranking = F.softplus((u * neg).sum(dim=1) - (u * pos).sum(dim=1)).mean()
+        ego_sq = (
+            self.user_embedding[users].square().sum()
+            + self.item_embedding[pos_items].square().sum()
+            + self.item_embedding[neg_items].square().sum()
+        )
+        return ranking + self.reg_weight * 0.5 * ego_sq / len(users)
+
+    def full_sort_predict(self, users: Tensor) -> Tensor:
+        """Scores [len(users), n_items] of every item for each user."""
+        user_all, item_all = self._frozen if self._frozen is not None else self.final_embeddings()
+        return user_all[users] @ item_all.T
+
+    @contextmanager
+    def frozen_embeddings(self) -> Iterator[None]:
+        """Compute final embeddings once (eval mode, no grad) for all scoring inside the block.
+
+        The cache is dropped on exit, so it can never outlive a parameter update.
+        """
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            user_all, item_all = self.final_embeddings()
+        self._frozen = (user_all.detach(), item_all.detach())
+        try:
+            yield
+        finally:
+            self._frozen = None
+            self.train(was_training)
