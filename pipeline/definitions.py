@@ -7,11 +7,13 @@ import os
 import dagster as dg
 
 import assets.data
+import assets.generation
+import assets.model
 from pipeline.config import CONFIG_ENV
 from pipeline.progress import progress_logger
 from pipeline.resources import NeggenResource
 
-ASSET_MODULES = [assets.data]
+ASSET_MODULES = [assets.data, assets.generation, assets.model]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 
@@ -23,7 +25,8 @@ materialize_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[materialize_job],
+    jobs=[materialize_job, assets.generation.regenerate_negatives],
+    schedules=[assets.generation.weekly_negatives],
     resources={"neggen": NeggenResource(config_path=os.environ.get(CONFIG_ENV))},
     loggers={"progress": progress_logger},
 )

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-
 import dagster as dg
 
-from pipeline.config import HOME_ENV, DatasetConfig, NeggenConfig, load_config
+from pipeline.config import DatasetConfig, NeggenConfig, load_config
 from pipeline.demo import write_demo_source
 from pipeline.sources import RawSource, read_amazon2014, read_source
 from pipeline.storage import DatasetStore
-
-
-@lru_cache(maxsize=8)
-def _cached_config(path: str | None, home_env: str | None) -> NeggenConfig:
-    return load_config(path)
 
 
 class NeggenResource(dg.ConfigurableResource):
@@ -25,7 +17,8 @@ class NeggenResource(dg.ConfigurableResource):
 
     @property
     def config(self) -> NeggenConfig:
-        return _cached_config(self.config_path, os.environ.get(HOME_ENV))
+        # Read on each use (it is small): an edited file takes effect in the next run.
+        return load_config(self.config_path)
 
     def dataset(self, name: str) -> DatasetConfig:
         return self.config.dataset(name)

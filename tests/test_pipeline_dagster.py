@@ -17,9 +17,9 @@ from pipeline.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 
-def test_demo_materializes_end_to_end(neggen_home):
+def test_demo_data_stage_materializes_end_to_end(neggen_home):
     result = dg.materialize(
-        all_assets, partition_key="demo", resources={"neggen": NeggenResource()},
+        all_assets, partition_key="demo", selection="group:data", resources={"neggen": NeggenResource()},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -70,7 +70,7 @@ def toy_project(tmp_path):
 
 def test_cli_materialize_then_query(toy_project):
     home = toy_project / "home"
-    run = neggen("materialize", "--dataset", "toy", cwd=toy_project, env_home=home)
+    run = neggen("materialize", "--dataset", "toy", "--select", "group:data", cwd=toy_project, env_home=home)
     assert run.returncode == 0, run.stderr
     assert "[3/3]" in run.stderr and "check kcore_violations: passed" in run.stderr
     assert (home / "toy" / "interactions.parquet").exists()
@@ -97,7 +97,7 @@ def test_cli_reports_bad_input_clearly(toy_project):
 
     with open(toy_project / "data" / "toy" / "toy.inter", "a") as handle:
         handle.write("3\n")
-    broken = neggen("materialize", "--dataset", "toy", cwd=toy_project, env_home=home)
+    broken = neggen("materialize", "--dataset", "toy", "--select", "interactions", cwd=toy_project, env_home=home)
     assert broken.returncode == 1
     assert "toy.inter:" in broken.stderr and "expected 2 tab-separated fields" in broken.stderr
 

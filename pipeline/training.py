@@ -1,0 +1,134 @@
+"""Glue between the dataset stores and `neggen_model`: train a recommender for a stage,
+keep its run on disk, and gather every stage's results into the metrics table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from neggen_model.config import TrainConfig
+from neggen_model.data import InteractionData
+from neggen_model.models import build_model
+from neggen_model.trainer import Trainer, TrainResult
+from pipeline.storage import DatasetStore
+
+METRICS_STAGE = "metrics"
+# Stages whose finished runs feed the metrics table, in report order.
+MODEL_STAGES = ("base_model",)
+RUN_RECORD = "latest_run.json"
+
+
+@dataclass
+class TrainedRun:
+    stage: str
+    model: str
+    run_dir: Path
+    config: TrainConfig
+    result: TrainResult
+
+    def metadata(self) -> dict:
+        r = self.result
+        flat = {f"valid_{k}": round(v, 5) for k, v in r.best_valid.items()}
+        for mode, values in r.test.items():
+            flat.update({f"test_{mode}_{k}": round(v, 5) for k, v in values.items()})
+        return {
+            "run_dir": str(self.run_dir),
+            "model": self.model,
+            "seed": r.seed,
+            "epochs_run": r.epochs_run,
+            "best_epoch": r.best_epoch,
+            "wall_seconds": round(r.wall_seconds, 1),
+            **flat,
+        }
+
+
+def load_interaction_data(store: DatasetStore) -> InteractionData:
+    frame = store.read("interactions", columns=["user_id", "item_id", "split"])
+    return InteractionData.from_frame(frame)
+
+
+def run_key(model: str, config: TrainConfig, data: InteractionData) -> str:
+    """Same model, config and training graph → same run folder (resumed or reused)."""
+    payload = json.dumps(
+        {"model": model, "config": config.model_dump(mode="json"), "train": data.train_fingerprint()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def train_recommender(
+    store: DatasetStore, stage: str, model_name: str, config: TrainConfig, progress: bool | None = None
+) -> TrainedRun:
+    """Train (or resume, or reuse a finished run of) `model_name` and record it for `stage`.
+
+    The epoch bar is drawn on a terminal only (progress=None); logs get the history table."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    data = load_interaction_data(store)
+    run_dir = store.folder(stage) / f"{model_name}-{run_key(model_name, config, data)}"
+    model = build_model(model_name, data, config)
+    result = Trainer(model, data, config, checkpoint_dir=run_dir, progress=progress).fit()
+    store.write(f"{stage}_history", pd.DataFrame(result.history).assign(model=model_name))
+    _write_json(
+        store.folder(stage) / RUN_RECORD,
+        {
+            "model": model_name,
+            "run_dir": run_dir.name,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": config.model_dump(mode="json"),
+            "result": asdict(result),
+        },
+    )
+    return TrainedRun(stage, model_name, run_dir, config, result)
+
+
+def metric_rows(model: str, result: dict, extra: dict) -> list[dict]:
+    """Long-format rows: (model, split, mode, metric, k, value) + run metadata."""
+    rows = []
+    scored = [("valid", "mmrec", result["best_valid"])] + [("test", m, v) for m, v in result["test"].items()]
+    for split, mode, values in scored:
+        for name, value in values.items():
+            metric, k = name.split("@")
+            rows.append({"model": model, "split": split, "mode": mode, "metric": metric, "k": int(k),
+                         "value": float(value), **extra})
+    return rows
+
+
+def collect_metrics(store: DatasetStore) -> pd.DataFrame:
+    rows: list[dict] = []
+    for stage in MODEL_STAGES:
+        record_path = store.root / stage / RUN_RECORD
+        if not record_path.exists():
+            continue
+        record = json.loads(record_path.read_text())
+        result = record["result"]
+        rows += metric_rows(
+            record["model"],
+            result,
+            {
+                "stage": stage,
+                "dataset": store.dataset,
+                "seed": result["seed"],
+                "epochs_run": result["epochs_run"],
+                "best_epoch": result["best_epoch"],
+                "wall_seconds": result["wall_seconds"],
+                "run_dir": record["run_dir"],
+                "finished_at": record["finished_at"],
+            },
+        )
+    if not rows:
+        raise FileNotFoundError(f"no finished model run under {store.root}; materialize base_model first")
+    return pd.DataFrame(rows)
