@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neggen_model.config import TrainConfig
 from pipeline.demo import DemoConfig
+from pipeline.llm.config import GenerationConfig
 
 CONFIG_FILENAME = "neggen.yaml"
 CONFIG_ENV = "NEGGEN_CONFIG"
@@ -44,6 +45,9 @@ class DatasetConfig(_Strict):
     )
     demo: DemoConfig | None = Field(default=None, description="Size and seed of the demo world.")
     train: dict | None = Field(default=None, description="Overrides of the global `train` block.")
+    generation: GenerationConfig | None = Field(
+        default=None, description="This dataset's generation engines (default: the global block)."
+    )
 
     @model_validator(mode="after")
     def _path_matches_format(self) -> DatasetConfig:
@@ -64,6 +68,7 @@ class NeggenConfig(_Strict):
     home: Path = Field(default=Path(DEFAULT_HOME), description="Where every stage writes.")
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @model_validator(mode="after")
     def _builtin_demo(self) -> NeggenConfig:
@@ -79,6 +84,9 @@ class NeggenConfig(_Strict):
         except KeyError:
             known = ", ".join(sorted(self.datasets))
             raise ConfigError(f"unknown dataset {name!r}; registered: {known}") from None
+
+    def generation_config(self, dataset: str) -> GenerationConfig:
+        return self.dataset(dataset).generation or self.generation
 
     def train_config(self, dataset: str) -> TrainConfig:
         """The global training config with the dataset's overrides applied and validated."""

@@ -1,0 +1,121 @@
+"""Negative generation assets (paper §3.2.1–3.2.3 and the §2.1 Direct Generation prompt).
+
+item_descriptions → masked_descriptions → negative_descriptions, and item_descriptions →
+direct_negatives. Each writes `<asset>.parquet` (one row per item: item_id, text, engine,
+model, template_version, cache_hit, attempts) and `<asset>_failures.parquet` (items whose
+outputs stayed invalid after the retries, with the reason). Generations are cached by content
+in `<home>/<dataset>/generation_cache/`, so a re-run regenerates only what changed and a
+crash loses nothing already generated.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from assets.partitions import dataset_of, dataset_partitions
+from pipeline.generation import STAGE_OF_ASSET, run_generation_stage
+from pipeline.llm.validate import check
+from pipeline.resources import NeggenResource
+
+# What each asset's rows must satisfy, and which earlier texts the check needs.
+_SOURCES = {
+    "item_descriptions": (),
+    "masked_descriptions": ("item_descriptions",),
+    "negative_descriptions": ("item_descriptions", "masked_descriptions"),
+    "direct_negatives": ("item_descriptions",),
+}
+
+
+def _generation_asset(name: str, deps: list[str], description: str):
+    @dg.asset(
+        name=name,
+        partitions_def=dataset_partitions,
+        group_name="generation",
+        kinds={"parquet"},
+        deps=deps,
+        check_specs=[
+            dg.AssetCheckSpec("coverage", asset=name, blocking=True,
+                              description="Every item has an output or a recorded failure."),
+            dg.AssetCheckSpec("validity", asset=name, blocking=True,
+                              description="Every output passes its stage's validation."),
+        ],
+        description=description,
+    )
+    def _asset(context: dg.AssetExecutionContext, neggen: NeggenResource):
+        dataset = dataset_of(context)
+        store = neggen.store(dataset)
+        run = run_generation_stage(store, name, neggen.config.generation_config(dataset))
+        similarity = run.meta.get("similarity") or {}
+        yield dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(store.table_path(name))),
+                **{k: v for k, v in run.meta.items() if isinstance(v, int | float | str)},
+                **({"hardness_token_jaccard": round(similarity["mean"], 4)} if similarity else {}),
+            }
+        )
+        items = store.read("items", columns=["item_id"])
+        covered = set(run.outputs.item_id) | set(run.failures.item_id)
+        missing = sorted(set(items.item_id) - covered)
+        yield dg.AssetCheckResult(
+            check_name="coverage", passed=not missing,
+            metadata={"items": len(items), "outputs": len(run.outputs), "failures": len(run.failures),
+                      "missing": len(missing), "sample_missing": str(missing[:10])},
+        )
+        invalid = _invalid_outputs(store, name, run.outputs)
+        yield dg.AssetCheckResult(
+            check_name="validity", passed=invalid.empty,
+            metadata={"invalid": len(invalid), "sample": invalid.head(5).to_string(index=False) if len(invalid) else "none"},
+        )
+
+    return _asset
+
+
+def _invalid_outputs(store, name: str, outputs: pd.DataFrame) -> pd.DataFrame:
+    stage = STAGE_OF_ASSET[name]
+    frame = outputs[["item_id", "text"]]
+    for source in _SOURCES[name]:
+        frame = frame.merge(
+            store.read(source, columns=["item_id", "text"]).rename(columns={"text": source}), on="item_id"
+        )
+    verdicts = [
+        check(stage, row.text, getattr(row, "item_descriptions", ""), getattr(row, "masked_descriptions", ""))
+        for row in frame.itertuples(index=False)
+    ]
+    reasons = pd.Series([v.reason for v in verdicts], index=frame.index)
+    return frame.assign(reason=reasons)[[not v.ok for v in verdicts]][["item_id", "reason"]]
+
+
+item_descriptions = _generation_asset(
+    "item_descriptions", ["items"],
+    "§3.2.1 Description Generation: the image described as text (by the configured describer; "
+    "feature-derived text is labelled so) merged with title, brand and categories.",
+)
+masked_descriptions = _generation_asset(
+    "masked_descriptions", ["item_descriptions"],
+    "§3.2.2 Attribute Masking: key attributes of each description replaced by [MASK].",
+)
+negative_descriptions = _generation_asset(
+    "negative_descriptions", ["masked_descriptions"],
+    "§3.2.3 Attribute Completion: each [MASK] filled with a contrasting value — the item's negative.",
+)
+direct_negatives = _generation_asset(
+    "direct_negatives", ["item_descriptions"],
+    "§2.1 Direct Generation: a negative written in one step from the positive attributes (the paper's baseline).",
+)
+
+regenerate_negatives = dg.define_asset_job(
+    "regenerate_negatives",
+    selection=dg.AssetSelection.groups("generation"),
+    partitions_def=dataset_partitions,
+    description="Regenerate descriptions and negatives for one dataset (cached: only what changed runs).",
+)
+
+
+@dg.schedule(
+    job=regenerate_negatives,
+    cron_schedule="0 3 * * 1",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Weekly (Monday 03:00) regeneration of negatives for every dataset; off by default.",
+)
+def weekly_negatives(context: dg.ScheduleEvaluationContext):
+    for dataset in dataset_partitions.get_partition_keys():
+        yield dg.RunRequest(run_key=f"{dataset}-{context.scheduled_execution_time:%Y%m%d}", partition_key=dataset)
