@@ -38,7 +38,7 @@ class TrainConfig(BaseModel):
     )
     stop_metric: str = Field("recall@20", description="Validation metric for early stopping and model selection.")
     # One batch of scores is eval_batch_size x n_items float32. MMRec uses 4096; on CPU 512 was
-    # 1.3x faster (cache-sized score blocks) with an 8x smaller peak (bench/results/cf_perf.md).
+    # 1.3x faster (cache-sized score blocks) with a 2.5-4x smaller memory peak (bench/results/cf_perf.md).
     eval_batch_size: int = Field(512, gt=0, description="Users scored per evaluation batch.")
     seed: int = Field(2024, ge=0, description="Seed of model init, shuffling and negative sampling.")
     topk: tuple[int, ...] = Field((10, 20), description="Cut-offs K of Recall@K and NDCG@K.")

@@ -14,7 +14,7 @@ class _SymmetricSpMM(torch.autograd.Function):
     """adj @ x for a symmetric sparse adj, whose gradient w.r.t. x is again adj @ grad.
 
     torch's own backward of a CSR product transposes the matrix on every call; reusing adj
-    makes a LightGCN training step about 1.5x faster on CPU (bench/results/cf_perf.md).
+    made a LightGCN training epoch 1.5-1.8x faster on CPU (bench/results/cf_perf.md).
     """
 
     @staticmethod
