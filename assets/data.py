@@ -83,45 +83,45 @@ def interactions(context: dg.AssetExecutionContext, neggen: NeggenResource):
     yield _check(store, "interactions", "users_without_train", ("interactions",))
 
 
-def _side_table(context, neggen: NeggenResource, name: str, build) -> dg.MaterializeResult:
-    dataset_name = dataset_of(context)
-    store = neggen.store(dataset_name)
-    frame = build(neggen.raw_source(dataset_name), store.read("interactions"))
-    path = store.write(name, frame)
-    filled = {f"with_{c}": int(frame[c].notna().sum()) for c in ("title", "brand", "categories", "description") if c in frame}
-    images = frame["image_status"].value_counts().to_dict() if "image_status" in frame else {}
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            "rows": len(frame),
-            **filled,
-            **{f"images_{status}": int(n) for status, n in images.items()},
-        }
+def _side_table_asset(name: str, build, check: str, description: str):
+    """`items` and `users`: one row per kept id, built from the source and `interactions`."""
+
+    @dg.asset(
+        name=name,
+        partitions_def=dataset_partitions,
+        group_name="data",
+        kinds={"parquet"},
+        deps=["interactions"],
+        check_specs=_specs(name, check),
+        description=description,
     )
+    def _asset(context: dg.AssetExecutionContext, neggen: NeggenResource):
+        dataset_name = dataset_of(context)
+        store = neggen.store(dataset_name)
+        frame = build(neggen.raw_source(dataset_name), store.read("interactions"))
+        path = store.write(name, frame)
+        text = ("title", "brand", "categories", "description")
+        filled = {f"with_{c}": int(frame[c].notna().sum()) for c in text if c in frame}
+        images = frame["image_status"].value_counts().to_dict() if "image_status" in frame else {}
+        yield dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "rows": len(frame),
+                **filled,
+                **{f"images_{status}": int(n) for status, n in images.items()},
+            }
+        )
+        yield _check(store, name, check, (name,))
+
+    return _asset
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name="data",
-    kinds={"parquet"},
-    deps=["interactions"],
-    check_specs=_specs("items", "item_map_violations"),
-    description="One row per item: ids, title, brand, categories, description, image path "
-    "and status ('ok', 'missing' when the file is absent, 'none' when the source has no images).",
+items = _side_table_asset(
+    "items", build_items, "item_map_violations",
+    "One row per item: ids, title, brand, categories, description, image path and status "
+    "('ok', 'missing' when the file is absent, 'none' when the source has no images).",
 )
-def items(context: dg.AssetExecutionContext, neggen: NeggenResource):
-    yield _side_table(context, neggen, "items", build_items)
-    yield _check(neggen.store(dataset_of(context)), "items", "item_map_violations", ("items",))
-
-
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name="data",
-    kinds={"parquet"},
-    deps=["interactions"],
-    check_specs=_specs("users", "user_map_violations"),
-    description="One row per user: ids and interaction counts per split.",
+users = _side_table_asset(
+    "users", build_users, "user_map_violations",
+    "One row per user: ids and interaction counts per split.",
 )
-def users(context: dg.AssetExecutionContext, neggen: NeggenResource):
-    yield _side_table(context, neggen, "users", build_users)
-    yield _check(neggen.store(dataset_of(context)), "users", "user_map_violations", ("users",))
