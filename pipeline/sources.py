@@ -104,7 +104,7 @@ def _require(path: Path, header: list[str], names: tuple[str, ...]) -> None:
         )
 
 
-def _int_or_error(value: str, path: Path, line: int, column: str) -> int:
+def _int_or_error(value: str, path: Path, line: int, column: str) -> int | None:
     try:
         return int(float(value)) if value.strip() else None
     except ValueError:
