@@ -31,8 +31,9 @@ def run_generation_stage(store: DatasetStore, asset: str, config: GenerationConf
     stage = STAGE_OF_ASSET[asset]
     items = store.read("items")
     earlier = {arg: store.read(table) for arg, table in INPUTS_OF_ASSET[asset].items()}
-    engine = build_engine(config.describer if stage == "description" else config.generator, catalogue=items)
-    with GenerationCache(store.folder(CACHE_FOLDER)) as cache:
+    engine_config = config.describer if stage == "description" else config.generator
+    # Closing the engine frees what it holds (a GPU model, HTTP connections) as soon as the stage ends.
+    with build_engine(engine_config, catalogue=items) as engine, GenerationCache(store.folder(CACHE_FOLDER)) as cache:
         run = generate_stage(
             join_texts(items, **earlier), stage, engine, cache,
             sampling=config.sampling, batch_size=config.batch_size, max_attempts=config.max_attempts,

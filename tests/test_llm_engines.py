@@ -73,7 +73,7 @@ def test_registry_builds_from_typed_configs(demo):
     assert build_engine({"kind": "visual", "max_colours": 2}).config.max_colours == 2
     with pytest.raises(EngineUnavailable, match="items table"):
         build_engine({"kind": "catalog"})
-    with pytest.raises(EngineUnavailable, match="not available in this build yet"):
+    with pytest.raises(EngineUnavailable, match="not a local folder"):
         build_engine({"kind": "vllm", "model": "Qwen/Qwen2.5-VL-3B-Instruct"})
     with pytest.raises(ValidationError):
         parse_engine_config({"kind": "catalog", "salient_termz": 3})  # extra keys are refused

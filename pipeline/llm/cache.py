@@ -4,11 +4,12 @@ Key = sha256 over (template name and version, engine kind, engine fingerprint, s
 parameters, input digest: message texts, image bytes, fields, context). So re-running
 regenerates exactly what changed, and nothing else.
 
-Storage: one SQLite database (`generations.sqlite`) in WAL mode under the given folder.
-`put`/`put_many` commit before returning, with `synchronous=FULL` (the WAL is fsynced at
-each commit), so a process killed at any point loses nothing it already stored. Readers in
-other processes see every committed generation and never block the writer. Only successful
-generations are stored (an engine error is worth retrying next time).
+Storage: one SQLite database (`generations.sqlite`) in WAL mode under the given folder
+(`DurableStore`, which the embedding cache in `pipeline/encoding.py` shares). `put`/`put_many`
+commit before returning, with `synchronous=FULL` (the WAL is fsynced at each commit), so a
+process killed at any point loses nothing it already stored. Readers in other processes see
+every committed generation and never block the writer. Only successful generations are
+stored (an engine error is worth retrying next time).
 """
 
 from __future__ import annotations
@@ -53,18 +54,69 @@ def cache_key(request: Request, engine: Engine) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-class GenerationCache:
-    """`get_many(keys)` → {key: Result} for the keys present; `put(key, result)`."""
+class DurableStore:
+    """A SQLite database in WAL mode whose every write is committed and fsynced on return.
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / FILENAME
+    The crash-safe core of the content-addressed caches: rows are looked up by a `key TEXT
+    PRIMARY KEY` column; `schema` creates the table(s). Thread-safe (one connection, a lock).
+    """
+
+    def __init__(self, path: str | Path, schema: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._con = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
-        self._con.execute(_SCHEMA)
+        self._con.execute(schema)
+
+    def select_keys(self, table: str, columns: str, keys: Sequence[str]) -> list[tuple]:
+        """`SELECT key, <columns>` of the rows whose key is in `keys` (absent keys are left out)."""
+        rows: list[tuple] = []
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows += self._con.execute(f"SELECT key, {columns} FROM {table} WHERE key IN ({marks})", chunk).fetchall()
+        return rows
+
+    def insert_many(self, table: str, rows: Sequence[tuple]) -> int:
+        """Insert (or replace) `rows` in one transaction, committed (and fsynced) on return."""
+        if not rows:
+            return 0
+        marks = ",".join("?" * len(rows[0]))
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def count(self, table: str) -> int:
+        with self._lock:
+            return self._con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class GenerationCache(DurableStore):
+    """`get_many(keys)` → {key: Result} for the keys present; `put(key, result)`."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        super().__init__(self.folder / FILENAME, _SCHEMA)
         self.hits = 0
         self.misses = 0
 
@@ -76,19 +128,12 @@ class GenerationCache:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Result]:
         """Stored results of `keys` (absent keys are left out); counts hits and misses."""
-        found: dict[str, Result] = {}
-        unique = list(dict.fromkeys(keys))
+        rows = self.select_keys("generations", "text, engine, model, finish_reason, latency_s", keys)
+        found = {
+            key: Result(text=text, engine=engine, model=model, finish_reason=finish, latency_s=latency or 0.0, tries=0)
+            for key, text, engine, model, finish, latency in rows
+        }
         with self._lock:
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._con.execute(
-                    f"SELECT key, text, engine, model, finish_reason, latency_s FROM generations WHERE key IN ({marks})",
-                    chunk,
-                ).fetchall()
-                for key, text, engine, model, finish, latency in rows:
-                    found[key] = Result(text=text, engine=engine, model=model, finish_reason=finish,
-                                        latency_s=latency or 0.0, tries=0)  # fmt: skip
             self.hits += sum(1 for k in keys if k in found)
             self.misses += sum(1 for k in keys if k not in found)
         return found
@@ -109,28 +154,7 @@ class GenerationCache:
             if result.ok:
                 rows.append((key, result.text, result.engine, result.model, result.finish_reason,
                              result.latency_s, template, now))  # fmt: skip
-        if not rows:
-            return 0
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                self._con.executemany("INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?)", rows)
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-        return len(rows)
+        return self.insert_many("generations", rows)
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._con.execute("SELECT count(*) FROM generations").fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            self._con.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return self.count("generations")

@@ -84,9 +84,33 @@ class TransformersEngineConfig(_Strict):
 
 
 class VLLMEngineConfig(_Strict):
+    """vLLM in-process on a GPU (offline batched `LLM.chat`); see engines/vllm_engine.py."""
+
     kind: Literal["vllm"] = "vllm"
-    model: str
-    max_model_len: int | None = None
+    model: str = Field(
+        min_length=1,
+        description="A local model folder (Hugging Face format, with config.json). Hub ids are refused "
+        "when building the engine: nothing is downloaded.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: the model's own dtype (float16 where it says float32)."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=64, le=1_048_576,
+        description="Context length (prompt + output tokens); None = the model's. Lower it to fit the KV cache.",
+    )  # fmt: skip
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may take (weights + KV cache)."
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs the model is split over.")
+    limit_mm_per_prompt: int = Field(
+        default=1, ge=0, le=64,
+        description="Most images in one request (vLLM reserves memory for this many); 0 = text only.",
+    )  # fmt: skip
+    trust_remote_code: bool = Field(
+        default=False, description="Run Python code shipped in the model folder (only for folders you trust)."
+    )
+    seed: int = Field(default=0, ge=0, description="vLLM's global seed; each request also carries its own.")
 
 
 EngineConfig = Annotated[

@@ -6,7 +6,7 @@
 | `visual` | no VLM: image → colour names and shape/pattern cues (CPU) |
 | `openai` | any OpenAI-compatible `/v1/chat/completions` server |
 | `transformers` | a local Hugging Face causal LM, text only (CPU: the packaged SmolLM2-135M-Instruct) |
-| `vllm` | declared in the config; not available in this build yet |
+| `vllm` | vLLM in-process on a GPU (offline batched `LLM.chat`, images included); a local model folder |
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pipeline.llm.config import (
     OpenAIEngineConfig,
     TransformersEngineConfig,
     VisualEngineConfig,
+    VLLMEngineConfig,
 )
 from pipeline.llm.engines.base import Engine, EngineUnavailable
 
@@ -52,7 +53,8 @@ def build_engine(config: dict | EngineConfig, catalogue: pd.DataFrame | None = N
         from pipeline.llm.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(config)
-    raise EngineUnavailable(
-        f"engine kind {config.kind!r} is not available in this build yet; "
-        "use `catalog`, `visual`, `transformers` or `openai` (e.g. against `vllm serve`)"
-    )
+    if isinstance(config, VLLMEngineConfig):
+        from pipeline.llm.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(config)
+    raise TypeError(f"build_engine has no branch for engine kind {config.kind!r}")  # a kind added to EngineConfig only

@@ -1,9 +1,12 @@
-"""The engine interface: a batch of requests in, one result per request out, in order."""
+"""The engine interface: a batch of requests in, one result per request out, in order; and
+what the engines that load local model folders share (naming and identifying the folder)."""
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from pipeline.llm.types import Request, Result
@@ -47,3 +50,21 @@ class Engine(ABC):
 
     def _error(self, message: str, latency_s: float = 0.0, tries: int = 1) -> Result:
         return Result(engine=self.kind, model=self.model, error=message, latency_s=latency_s, tries=tries)
+
+
+def folder_identity(folder: Path) -> str:
+    """A digest of a model folder's config and its weight files' names and sizes: cheap to
+    take (no hashing of gigabytes), and it changes when the weights are replaced."""
+    h = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        h.update(config.read_bytes())
+    for f in sorted(folder.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file():
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+def looks_like_hub_id(model: str) -> bool:
+    """`name` or `org/name` (a Hugging Face Hub id) rather than a file system path."""
+    return not (Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.llm.config import TransformersEngineConfig
-from pipeline.llm.engines.base import Engine, EngineUnavailable
+from pipeline.llm.engines.base import Engine, EngineUnavailable, folder_identity, looks_like_hub_id
 from pipeline.llm.types import Request, Result
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def resolve_source(model: str | None) -> ModelSource:
             f"transformers engine: {path} has no config.json and {len(ggufs)} .gguf files; "
             "name the model folder or one .gguf file"
         )
-    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+    if not looks_like_hub_id(model):
         raise EngineUnavailable(f"transformers engine: model {model!r} not found (no such file or folder)")
     return ModelSource("hub", model, None, hub_id=model)
 
@@ -119,18 +119,6 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    return h.hexdigest()
-
-
-def _folder_identity(folder: Path) -> str:
-    """A digest of a model folder's config and its weight files' names and sizes."""
-    h = hashlib.sha256()
-    config = folder / "config.json"
-    if config.is_file():
-        h.update(config.read_bytes())
-    for f in sorted(folder.iterdir()):
-        if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file():
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
     return h.hexdigest()
 
 
@@ -320,7 +308,7 @@ class TransformersEngine(Engine):
         if src.kind == "hub":
             return src.hub_id, hashlib.sha256(src.hub_id.encode()).hexdigest()
         if src.kind == "folder":
-            return str(src.path), _folder_identity(src.path)
+            return str(src.path), folder_identity(src.path)
         dest = self.converted_path
         sha = gguf_digest(src.path, dest)
         if not _marker_ok(dest, src.path, sha):
