@@ -74,3 +74,62 @@ class TrainConfig(BaseModel):
         if k not in self.topk:
             raise ValueError(f"stop_metric {self.stop_metric!r} needs K={k} in topk {self.topk}")
         return self
+
+
+Modality = Literal["text", "visual"]
+NegativeSource = Literal["generated", "direct", "uniform"]
+
+
+class NegGenConfig(BaseModel):
+    """Hyper-parameters of the NegGen causal module (paper §3.3-3.4) and its ablation switches.
+
+    Defaults are the authors' run command: λ = 0.4, α = 1e-2, τ = 0.2.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score_weight: float = Field(0.4, ge=0.0, description="λ: weight of the causal score e_u·e_c in y and eq. 19.")
+    align_weight: float = Field(1e-2, ge=0.0, description="α: weight of the alignment loss (eq. 21).")
+    temperature: float = Field(0.2, gt=0.0, description="τ: temperature of the alignment loss (eq. 20).")
+    negatives: NegativeSource = Field(
+        "generated",
+        description='Negative of each item: "generated" (attribute masking + completion), "direct" '
+        '(the Direct Generation prompt, §2.1) or "uniform" (a uniformly drawn other item: w/o NEG).',
+    )
+    causal: bool = Field(
+        True, description="Self-attention and the difference e_t (eq. 14-16); false = w/o CF (project directly)."
+    )
+    modalities: tuple[Modality, ...] = Field(("text", "visual"), description="Modality tokens used (Table 4).")
+    finetune_base: bool = Field(
+        False, description="Also train the LightGCN embeddings (false: they stay as the base stage left them)."
+    )
+    width: int = Field(64, gt=0, description="Width d of the modality tokens and the attention (eq. 13-14).")
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("modalities must name at least one of text, visual")
+        return tuple(sorted(set(value)))
+
+
+#: The paper's ablations (Tables 4-5, §2.1, Fig. 6) as overrides of NegGenConfig, by the name
+#: they carry in the metrics table. "neggen" is the full model (V&T in Table 4).
+VARIANTS: dict[str, dict[str, object]] = {
+    "neggen": {},
+    "wo_neg": {"negatives": "uniform"},
+    "wo_cf": {"causal": False},
+    "wo_both": {"negatives": "uniform", "causal": False},
+    "visual_only": {"modalities": ("visual",)},
+    "text_only": {"modalities": ("text",)},
+    "direct": {"negatives": "direct"},
+    "direct_wo_cf": {"negatives": "direct", "causal": False},
+    "finetune": {"finetune_base": True},
+}
+
+
+def variant_config(base: NegGenConfig, variant: str) -> NegGenConfig:
+    """base with the variant's switches applied (unknown variant: ValueError naming the known)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown NegGen variant {variant!r}; known: {list(VARIANTS)}")
+    return base.model_copy(update=VARIANTS[variant])

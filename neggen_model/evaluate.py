@@ -25,14 +25,14 @@ from torch import Tensor
 
 from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
-from neggen_model.models.base import Recommender
+from neggen_model.models.base import ScoringModel
 
 EvalMode = Literal["mmrec", "strict"]
 EVAL_MODES: tuple[EvalMode, ...] = ("mmrec", "strict")
 
 
 def evaluate(
-    model: Recommender,
+    model: ScoringModel,
     data: InteractionData,
     split: Literal["valid", "test"],
     mode: EvalMode = "mmrec",
@@ -45,7 +45,7 @@ def evaluate(
     if mode not in EVAL_MODES:
         raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
     exclude = data.train + data.valid if (split == "test" and mode == "strict") else data.train
-    device = model.user_embedding.device
+    device = model.device
     with model.frozen_embeddings():
         return rank_metrics(model.full_sort_predict, data.split(split), exclude, topk, batch_size, device)
 

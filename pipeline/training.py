@@ -20,8 +20,14 @@ from neggen_model.trainer import Trainer, TrainResult
 from pipeline.storage import DatasetStore
 
 METRICS_STAGE = "metrics"
-# Stages whose finished runs feed the metrics table, in report order.
-MODEL_STAGES = ("base_model",)
+BASE_STAGE = "base_model"
+BASE_MODEL = "lightgcn"
+# Stages whose latest finished run feeds the metrics table, in report order.
+MODEL_STAGES = (BASE_STAGE,)
+# The NegGen stage's table of metric rows (every run it trained), appended to the metrics table.
+STUDY_METRICS = "neggen_metrics"
+# One row per run (model, study, seed, λ, α, τ) and metric: a run present twice counts once.
+METRIC_KEY = ["model", "study", "seed", "score_weight", "align_weight", "temperature", "split", "mode", "metric", "k"]
 RUN_RECORD = "latest_run.json"
 
 
@@ -69,30 +75,44 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def train_recommender(
-    store: DatasetStore, stage: str, model_name: str, config: TrainConfig, progress: bool | None = None
+def train_run(
+    store: DatasetStore,
+    stage: str,
+    model_name: str,
+    config: TrainConfig,
+    data: InteractionData | None = None,
+    progress: bool | None = None,
 ) -> TrainedRun:
-    """Train (or resume, or reuse a finished run of) `model_name` and record it for `stage`.
+    """Train (or resume, or reuse a finished run of) `model_name` in `stage`'s run folder.
 
-    The epoch bar is drawn on a terminal only (progress=None); logs get the history table."""
+    The epoch bar is drawn on a terminal only (progress=None)."""
     if progress is None:
         progress = sys.stderr.isatty()
-    data = load_interaction_data(store)
+    data = data if data is not None else load_interaction_data(store)
     run_dir = store.folder(stage) / f"{model_name}-{run_key(model_name, config, data)}"
     model = build_model(model_name, data, config)
     result = Trainer(model, data, config, checkpoint_dir=run_dir, progress=progress).fit()
+    return TrainedRun(stage, model_name, run_dir, config, result)
+
+
+def train_recommender(
+    store: DatasetStore, stage: str, model_name: str, config: TrainConfig, progress: bool | None = None
+) -> TrainedRun:
+    """train_run, then record it as the stage's latest run (history table, RUN_RECORD)."""
+    run = train_run(store, stage, model_name, config, progress=progress)
+    result = run.result
     store.write(f"{stage}_history", pd.DataFrame(result.history).assign(model=model_name))
     _write_json(
         store.folder(stage) / RUN_RECORD,
         {
             "model": model_name,
-            "run_dir": run_dir.name,
+            "run_dir": run.run_dir.name,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.model_dump(mode="json"),
             "result": asdict(result),
         },
     )
-    return TrainedRun(stage, model_name, run_dir, config, result)
+    return run
 
 
 def metric_rows(model: str, result: dict, extra: dict) -> list[dict]:
@@ -108,27 +128,36 @@ def metric_rows(model: str, result: dict, extra: dict) -> list[dict]:
 
 
 def collect_metrics(store: DatasetStore) -> pd.DataFrame:
-    rows: list[dict] = []
+    """Metric rows of every model stage's latest run and of every NegGen stage run."""
+    frames = []
     for stage in MODEL_STAGES:
         record_path = store.root / stage / RUN_RECORD
         if not record_path.exists():
             continue
         record = json.loads(record_path.read_text())
         result = record["result"]
-        rows += metric_rows(
+        rows = metric_rows(
             record["model"],
             result,
             {
+                "study": "main",
+                "seed": result["seed"],
+                "score_weight": float("nan"),
+                "align_weight": float("nan"),
+                "temperature": float("nan"),
+                "run_dir": f"{stage}/{record['run_dir']}",
                 "stage": stage,
                 "dataset": store.dataset,
-                "seed": result["seed"],
                 "epochs_run": result["epochs_run"],
                 "best_epoch": result["best_epoch"],
                 "wall_seconds": result["wall_seconds"],
-                "run_dir": record["run_dir"],
                 "finished_at": record["finished_at"],
             },
         )
-    if not rows:
+        frames.append(pd.DataFrame(rows))
+    if store.table_path(STUDY_METRICS).exists():
+        frames.append(store.read(STUDY_METRICS))
+    if not frames:
         raise FileNotFoundError(f"no finished model run under {store.root}; materialize base_model first")
-    return pd.DataFrame(rows)
+    table = pd.concat(frames, ignore_index=True)
+    return table.drop_duplicates(METRIC_KEY, keep="last").reset_index(drop=True)

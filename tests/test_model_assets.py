@@ -10,7 +10,10 @@ from pipeline.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 
-def materialize(config_path, selection=None):
+CF_STAGE = ["interactions", "items", "users", "base_model", "metrics"]
+
+
+def materialize(config_path, selection=CF_STAGE):
     return dg.materialize(
         all_assets, partition_key="demo", selection=selection,
         resources={"neggen": NeggenResource(config_path=str(config_path))},

@@ -15,47 +15,36 @@ from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
 
 
-class Recommender(nn.Module, ABC):
-    """Users and items embedded in one space, scored by inner product, trained with BPR.
+class ScoringModel(nn.Module, ABC):
+    """What the trainer and the evaluator need of a model: a loss on a batch of (user, positive,
+    negative) triples and full-ranking scores, served from `final_embeddings`.
 
-    Subclasses define how free (ego) embeddings become final ones (`propagate`). Training calls
-    `calculate_loss`; evaluation wraps its batches in `frozen_embeddings()` so the propagation
-    runs once per evaluation instead of once per batch of users.
+    Evaluation wraps its batches in `frozen_embeddings()` so the embeddings are computed once
+    per evaluation instead of once per batch of users.
     """
 
     name: ClassVar[str]
 
-    def __init__(self, data: InteractionData, config: TrainConfig):
+    def __init__(self) -> None:
         super().__init__()
-        self.n_users = data.n_users
-        self.n_items = data.n_items
-        self.reg_weight = config.reg_weight
-        self.user_embedding = nn.Parameter(torch.empty(data.n_users, config.embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(data.n_items, config.embedding_size))
-        # Paper §4.1: Xavier initialisation for all models.
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
         self._frozen: tuple[Tensor, Tensor] | None = None
 
+    @property
     @abstractmethod
-    def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
-        """Final (user, item) embeddings computed from the ego embeddings."""
+    def device(self) -> torch.device:
+        """Where the model's tensors live."""
 
+    @abstractmethod
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
-        return self.propagate(self.user_embedding, self.item_embedding)
+        """(user, item) embeddings whose inner products are the ranking scores."""
 
+    @abstractmethod
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
-        """Mean BPR loss of the batch plus reg_weight x L2 of the batch's ego embeddings."""
-        user_all, item_all = self.final_embeddings()
-        u, pos, neg = user_all[users], item_all[pos_items], item_all[neg_items]
-        # softplus(-x) is -log(sigmoid(x)) without its underflow for large margins.
-        ranking = F.softplus((u * neg).sum(dim=1) - (u * pos).sum(dim=1)).mean()
-        ego_sq = (
-            self.user_embedding[users].square().sum()
-            + self.item_embedding[pos_items].square().sum()
-            + self.item_embedding[neg_items].square().sum()
-        )
-        return ranking + self.reg_weight * 0.5 * ego_sq / len(users)
+        """Mean training loss of a batch of triples."""
+
+    def pop_epoch_stats(self) -> dict[str, float]:
+        """Statistics gathered while training since the last call (added to the epoch's history)."""
+        return {}
 
     def full_sort_predict(self, users: Tensor) -> Tensor:
         """Scores [len(users), n_items] of every item for each user."""
@@ -78,3 +67,47 @@ class Recommender(nn.Module, ABC):
         finally:
             self._frozen = None
             self.train(was_training)
+
+
+class Recommender(ScoringModel):
+    """Users and items embedded in one space, scored by inner product, trained with BPR.
+
+    Subclasses define how free (ego) embeddings become final ones (`propagate`).
+    """
+
+    def __init__(self, data: InteractionData, config: TrainConfig):
+        super().__init__()
+        self.n_users = data.n_users
+        self.n_items = data.n_items
+        self.reg_weight = config.reg_weight
+        self.user_embedding = nn.Parameter(torch.empty(data.n_users, config.embedding_size))
+        self.item_embedding = nn.Parameter(torch.empty(data.n_items, config.embedding_size))
+        # Paper §4.1: Xavier initialisation for all models.
+        nn.init.xavier_uniform_(self.user_embedding)
+        nn.init.xavier_uniform_(self.item_embedding)
+
+    @property
+    def device(self) -> torch.device:
+        return self.user_embedding.device
+
+    @abstractmethod
+    def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
+        """Final (user, item) embeddings computed from the ego embeddings."""
+
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        return self.propagate(self.user_embedding, self.item_embedding)
+
+    def ego_regulariser(self, users: Tensor, *items: Tensor) -> Tensor:
+        """reg_weight x 0.5 x squared L2 of the batch's ego embeddings, per triple."""
+        squares = self.user_embedding[users].square().sum()
+        for batch_items in items:
+            squares = squares + self.item_embedding[batch_items].square().sum()
+        return self.reg_weight * 0.5 * squares / len(users)
+
+    def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """Mean BPR loss of the batch plus reg_weight x L2 of the batch's ego embeddings."""
+        user_all, item_all = self.final_embeddings()
+        u, pos, neg = user_all[users], item_all[pos_items], item_all[neg_items]
+        # softplus(-x) is -log(sigmoid(x)) without its underflow for large margins.
+        ranking = F.softplus((u * neg).sum(dim=1) - (u * pos).sum(dim=1)).mean()
+        return ranking + self.ego_regulariser(users, pos_items, neg_items)

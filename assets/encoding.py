@@ -1,0 +1,67 @@
+"""Attribute encoding assets (paper §3.2.4, eq. 8-9): the text and image embedding stores.
+
+`text_embeddings` embeds each labelled field of the original (e_m) and generated (e_m*)
+descriptions; `image_embeddings` holds each picture's visual features. Both are cached by
+content in `<home>/<dataset>/embedding_cache/` (see pipeline/encoding.py).
+"""
+
+import dagster as dg
+
+from assets.partitions import dataset_of, dataset_partitions
+from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE, EncodingRun, build_image_embeddings, build_text_embeddings
+from pipeline.resources import NeggenResource
+
+_FINITE = "No vector holds NaN or inf."
+_DIMS = "All vectors come from one encoder and have one dimension."
+
+
+def _results(context: dg.AssetExecutionContext, asset: str, path, run: EncodingRun):
+    meta = run.meta
+    context.log.info(
+        f"{asset}: {meta['rows']:,} rows, dim {meta['dim']}, {meta.get('cache_hits', 0):,} cache hits, "
+        f"{meta['seconds']:.1f}s ({meta['encoder']})"
+    )
+    yield dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), **meta})
+    for check in run.checks:
+        yield dg.AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="encoding",
+    kinds={"pytorch", "parquet"},
+    deps=["item_descriptions", "negative_descriptions", "direct_negatives"],
+    check_specs=[
+        dg.AssetCheckSpec("original_and_generated", asset=TEXT_STAGE, blocking=True,
+                          description="Every item has an original and a generated vector for each field it has."),
+        dg.AssetCheckSpec("finite", asset=TEXT_STAGE, blocking=True, description=_FINITE),
+        dg.AssetCheckSpec("dims", asset=TEXT_STAGE, blocking=True, description=_DIMS),
+    ],  # fmt: skip
+    description="§3.2.4 eq. 8-9: each field (title, brand, categories, image, description) of each item's "
+    "original description and of its negatives embedded by the text encoder; one row per "
+    "(item_id, field, version), version original / generated / direct.",
+)
+def text_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
+    dataset = dataset_of(context)
+    store = neggen.store(dataset)
+    run = build_text_embeddings(store, neggen.config.encoding_config(dataset))
+    yield from _results(context, TEXT_STAGE, store.table_path(TEXT_STAGE), run)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="encoding",
+    kinds={"pytorch", "parquet"},
+    deps=["items"],
+    check_specs=[
+        dg.AssetCheckSpec("finite", asset=IMAGE_STAGE, blocking=True, description=_FINITE),
+        dg.AssetCheckSpec("dims", asset=IMAGE_STAGE, blocking=True, description=_DIMS),
+    ],
+    description="The visual features of each item's picture (EfficientNet-Lite0 by default, or the "
+    "dataset's precomputed image_feat.npy); items without a picture have no row.",
+)
+def image_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
+    dataset = dataset_of(context)
+    store = neggen.store(dataset)
+    run = build_image_embeddings(store, neggen.config.encoding_config(dataset), neggen.dataset(dataset).path)
+    yield from _results(context, IMAGE_STAGE, store.table_path(IMAGE_STAGE), run)

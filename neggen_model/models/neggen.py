@@ -1,0 +1,203 @@
+"""NegGen's causal learning module on top of a trained base recommender (paper §3.3-3.4).
+
+Every item i carries a short sequence of modality tokens (its encoded attributes: title, brand,
+image description, picture features, ...) and the same sequence for its own negative (the
+generated description with contrasting attributes). Then
+
+    m(i)   = pool(SelfAttention(tokens(i)))              eq. 13-15
+    m*(i)  = pool(SelfAttention(negative_tokens(i)))
+    e_c(i) = MLP(m(i) - m*(i)),   e_c*(i) = MLP(m*(i))   eq. 16-18
+    y(u,i) = e_u·e_i + λ e_u·e_c(i)                       ranking score
+
+with e_u, e_i the base recommender's final embeddings. Attention runs over the item's tokens
+(DESIGN.md: over one vector it would be a linear map); `pool` is the mean over the tokens the
+item has. Losses (eq. 19-21), per batch of training pairs (u, i):
+
+    L_rec   = mean softplus(-(λ e_u·e_c(i) + e_u·e_i - e_u·e_c*(i)))                eq. 19 as written
+    L_align = mean over the batch's distinct items of
+              softplus((cos(e_c*(i), e_i) - cos(e_c(i), e_i)) / τ)
+    L       = L_rec + α L_align (+ the base's L2 term when its embeddings are fine-tuned)
+
+L_align keeps eq. 20's intent (e_c closer to the item's collaborative embedding than e_c* is),
+made bounded: eq. 20 as printed, (e_c*·e_i - e_c·e_i)/τ, is linear in the embeddings and goes to
+-inf by scaling e_c. Here it is the two-way softmax cross-entropy between the positive and the
+negative logit (so >= 0) on cosine similarities (so each logit lies in [-1/τ, 1/τ]).
+
+Ablations (paper Table 5): causal=False ("w/o CF") projects the pooled token projections
+directly, e_c = MLP(mean(proj(tokens))), with no attention and no difference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neggen_model.config import NegGenConfig
+from neggen_model.features import ItemFeatures, TokenSet
+from neggen_model.models.base import Recommender, ScoringModel
+
+
+class CausalModule(nn.Module):
+    """Modality tokens of an item and of its negative → (e_c, e_c*)."""
+
+    def __init__(self, token_dims: tuple[int, ...], width: int, out_dim: int, causal: bool):
+        super().__init__()
+        self.causal = causal
+        self.width = width
+        # One projection per token: tokens come from different encoders (384-d text, 1280-d image).
+        self.project = nn.ModuleList(nn.Linear(dim, width) for dim in token_dims)
+        self.query = nn.Linear(width, width, bias=False)
+        self.key = nn.Linear(width, width, bias=False)
+        self.value = nn.Linear(width, width, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out_dim))  # eq. 17-18
+        for module in self.modules():
+            if isinstance(module, nn.Linear):  # paper §4.1: Xavier initialisation
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def summarize(self, tokens: list[Tensor], present: Tensor) -> Tensor:
+        """[B, width]: self-attention over the item's tokens (eq. 13-14), mean over present ones."""
+        x = torch.stack([project(t) for project, t in zip(self.project, tokens)], dim=1)  # [B, T, w]
+        if self.causal:
+            scores = self.query(x) @ self.key(x).transpose(1, 2) / math.sqrt(self.width)
+            # An absent token (no brand, no picture) is never attended to; a finite fill keeps an
+            # item with no token at all free of NaN (its summary is then zero, below).
+            scores = scores.masked_fill(~present[:, None, :], -1e9)
+            x = torch.softmax(scores, dim=-1) @ self.value(x)
+        weight = present.unsqueeze(-1).to(x.dtype)
+        return (x * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+
+    def forward(
+        self, original: list[Tensor], present: Tensor, negative: list[Tensor], negative_present: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        m = self.summarize(original, present)
+        m_star = self.summarize(negative, negative_present)
+        e_c = self.mlp(m - m_star if self.causal else m)  # eq. 16-17
+        return e_c, self.mlp(m_star)  # eq. 18
+
+
+def _scaled(matrix: np.ndarray, scale: float) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32) / scale)
+
+
+class NegGen(ScoringModel):
+    """Base recommender + causal module, scored by y = e_u·e_i + λ e_u·e_c(i)."""
+
+    name = "neggen"
+
+    def __init__(self, base: Recommender, features: ItemFeatures, config: NegGenConfig, seed: int):
+        super().__init__()
+        if features.n_items != base.n_items:
+            raise ValueError(f"features cover {features.n_items} items, the base model {base.n_items}")
+        self.config = config
+        self.base = base
+        self.base.requires_grad_(config.finetune_base)
+        tokens: TokenSet = features.token_set(config.modalities, config.negatives, seed)
+        self.token_names = tokens.names
+        self.token_modalities = tokens.modalities
+        # Features are data, not weights: buffers (moved by .to()) kept out of checkpoints.
+        # Each token is divided by the RMS norm of its original vectors, so that encoders with
+        # large activations (image CNNs) do not start out dominating the attention.
+        for index, (original, negative) in enumerate(zip(tokens.original, tokens.negative)):
+            rms = float(np.sqrt(np.mean(np.sum(original.astype(np.float64) ** 2, axis=1)))) or 1.0
+            self.register_buffer(f"original_{index}", _scaled(original, rms), persistent=False)
+            self.register_buffer(f"negative_{index}", _scaled(negative, rms), persistent=False)
+        self.register_buffer("present", torch.from_numpy(tokens.present), persistent=False)
+        self.register_buffer("negative_present", torch.from_numpy(tokens.negative_present), persistent=False)
+        torch.manual_seed(seed)
+        embedding_size = base.item_embedding.shape[1]
+        dims = tuple(t.shape[1] for t in tokens.original)
+        self.causal = CausalModule(dims, config.width, embedding_size, config.causal)
+        if not config.finetune_base:
+            # Frozen base: its final embeddings are constants, computed once.
+            with torch.no_grad():
+                user_all, item_all = base.final_embeddings()
+            self.register_buffer("base_user", user_all.detach().clone(), persistent=False)
+            self.register_buffer("base_item", item_all.detach().clone(), persistent=False)
+        self._grad_sq: dict[str, Tensor] = {}  # this batch's per-item squared gradient norms
+        self._grad_sum: dict[str, float] = {}
+        self._grad_count: dict[str, int] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    def _base_embeddings(self) -> tuple[Tensor, Tensor]:
+        if self.config.finetune_base:
+            return self.base.final_embeddings()
+        return self.base_user, self.base_item
+
+    def causal_embeddings(self, items: Tensor | None = None, gradient_scale: float | None = None) -> tuple[Tensor, Tensor]:
+        """(e_c, e_c*) of the given items (all items when None). With gradient_scale, the loss
+        gradient reaching each negative token is recorded (x gradient_scale) for Fig. 3."""
+        pick = (lambda t: t) if items is None else (lambda t: t[items])
+        n_tokens = len(self.token_names)
+        original = [pick(getattr(self, f"original_{k}")) for k in range(n_tokens)]
+        negative = [pick(getattr(self, f"negative_{k}")) for k in range(n_tokens)]
+        if gradient_scale is not None:
+            negative = [self._track(t, self.token_modalities[k], gradient_scale) for k, t in enumerate(negative)]
+        return self.causal(original, pick(self.present), negative, pick(self.negative_present))
+
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        user_all, item_all = self._base_embeddings()
+        e_c, _ = self.causal_embeddings()
+        # y = e_u·e_i + λ e_u·e_c = e_u·(e_i + λ e_c): one item matrix serves full ranking.
+        return user_all, item_all + self.config.score_weight * e_c
+
+    def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """Eq. 21 on a batch of (user, positive) pairs. neg_items is unused: each positive's own
+        negative is its generated description (or, for w/o NEG, a fixed uniformly drawn item)."""
+        self._fold_gradients()
+        user_all, item_all = self._base_embeddings()
+        items, inverse = torch.unique(pos_items, return_inverse=True)
+        # The batch loss is a mean over pairs; x len(users) records gradients of the pairs' sum.
+        scale = float(len(users)) if self.training else None
+        e_c_items, e_c_star_items = self.causal_embeddings(items, gradient_scale=scale)
+        loss = self.recommendation_loss(user_all[users], item_all[pos_items], e_c_items[inverse], e_c_star_items[inverse])
+        loss = loss + self.config.align_weight * self.alignment_loss(e_c_items, e_c_star_items, item_all[items])
+        if self.config.finetune_base:
+            loss = loss + self.base.ego_regulariser(users, pos_items)
+        return loss
+
+    def recommendation_loss(self, e_u: Tensor, e_i: Tensor, e_c: Tensor, e_c_star: Tensor) -> Tensor:
+        """Eq. 19: mean -log σ(λ e_u·e_c + e_u·e_i - e_u·e_c*), as softplus to avoid underflow."""
+        margin = self.config.score_weight * (e_u * e_c).sum(1) + (e_u * e_i).sum(1) - (e_u * e_c_star).sum(1)
+        return F.softplus(-margin).mean()
+
+    def alignment_loss(self, e_c: Tensor, e_c_star: Tensor, e_i: Tensor) -> Tensor:
+        """Bounded eq. 20: mean softplus((cos(e_c*, e_i) - cos(e_c, e_i)) / τ) (module docstring)."""
+        positive = F.cosine_similarity(e_c, e_i, dim=1)
+        negative = F.cosine_similarity(e_c_star, e_i, dim=1)
+        return F.softplus((negative - positive) / self.config.temperature).mean()
+
+    # --- gradient magnitude of the negatives per modality (paper Fig. 3) --------------------
+
+    def _track(self, negative: Tensor, modality: str, scale: float) -> Tensor:
+        leaf = negative.detach().requires_grad_(True)
+
+        def record(grad: Tensor) -> None:
+            # Tokens of one modality add up: the norm is over all of that modality's tokens.
+            sq = (grad.detach() * scale).square().sum(dim=1)
+            self._grad_sq[modality] = self._grad_sq.get(modality, 0) + sq
+
+        leaf.register_hook(record)
+        return leaf
+
+    def _fold_gradients(self) -> None:
+        for modality, sq in self._grad_sq.items():
+            self._grad_sum[modality] = self._grad_sum.get(modality, 0.0) + float(sq.sqrt().sum())
+            self._grad_count[modality] = self._grad_count.get(modality, 0) + int(sq.numel())
+        self._grad_sq = {}
+
+    def pop_epoch_stats(self) -> dict[str, float]:
+        """Mean L2 norm, per distinct item of a batch, of the loss gradient w.r.t. that item's
+        negative tokens of each modality (the loss summed over the batch's pairs)."""
+        self._fold_gradients()
+        stats = {f"grad_negative_{m}": self._grad_sum[m] / self._grad_count[m] for m in self._grad_sum}
+        self._grad_sum, self._grad_count = {}, {}
+        return stats

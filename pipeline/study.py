@@ -1,0 +1,262 @@
+"""The NegGen model stage: item features from the embedding stores, then every configured run —
+LightGCN and each NegGen variant over seeds, and the λ/α/τ sweep — on one dataset.
+
+Each run is an ordinary resumable Trainer run in a folder keyed by everything that determines
+it, so a re-materialization reuses finished runs and resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig, variant_config
+from neggen_model.checkpoint import MODEL_META, load_model
+from neggen_model.features import ItemFeatures, ModalityToken
+from neggen_model.models.neggen import NegGen
+from neggen_model.trainer import Trainer
+from pipeline.llm.prompts import DESCRIPTION_LABELS
+from pipeline.storage import DatasetStore
+from pipeline.training import (
+    BASE_MODEL,
+    BASE_STAGE,
+    STUDY_METRICS,
+    TrainedRun,
+    load_interaction_data,
+    metric_rows,
+    train_run,
+)
+
+STAGE = "neggen_model"
+HISTORY_TABLE = "neggen_history"
+TEXT_STORE = "text_embeddings"
+IMAGE_STORE = "image_embeddings"
+# Versions of an attribute in the text store: the item's own, and one per negative source.
+NEGATIVE_VERSIONS = ("generated", "direct")
+
+SweptParameter = Literal["score_weight", "align_weight", "temperature"]
+
+
+class StudyConfig(BaseModel):
+    """Which NegGen runs the `neggen_model` asset trains on a dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: NegGenConfig = Field(default_factory=NegGenConfig, description="The full model's hyper-parameters.")
+    seeds: tuple[int, ...] = Field(
+        (2024, 2025, 2026), description="Seeds of the main runs (LightGCN and every variant), for mean ± std."
+    )
+    variants: tuple[str, ...] = Field(tuple(VARIANTS), description=f"NegGen variants to train; known: {list(VARIANTS)}.")
+    # The paper's grids (§4.6, Fig. 7); run at the first seed, one parameter at a time.
+    sensitivity: dict[SweptParameter, tuple[float, ...]] = Field(
+        default_factory=lambda: {
+            "score_weight": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+            "align_weight": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+            "temperature": (0.07, 0.1, 0.2, 0.3, 1.0),
+        },
+        description="Values of λ (score_weight), α (align_weight), τ (temperature) to sweep; {} = no sweep.",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct and at least one, got {value}")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        return value
+
+
+# --- features -----------------------------------------------------------------------------
+
+
+def _vectors(table) -> np.ndarray:
+    column = table.column("vector").combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def _field_order(name: str) -> tuple[int, str]:
+    labels = [label.lower() for label in DESCRIPTION_LABELS]
+    return (labels.index(name) if name in labels else len(labels), name)
+
+
+def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
+    """One token per described field (title, brand, ..., image description) from `text_embeddings`
+    and one for the picture from `image_embeddings` when the dataset has pictures.
+
+    A field a negative source left out keeps the item's original vector for that source; a
+    picture is never regenerated, so its negatives repeat the original.
+    """
+    text = pq.read_table(store.table_path(TEXT_STORE), columns=["item_id", "field", "modality", "version", "vector"])
+    frame = text.select(["item_id", "field", "modality", "version"]).to_pandas()
+    vectors = _vectors(text)
+    if (frame.item_id < 0).any() or (frame.item_id >= n_items).any():
+        raise ValueError(f"{TEXT_STORE} holds item ids outside 0..{n_items - 1}")
+    tokens = []
+    for name in sorted(frame.field.unique(), key=_field_order):
+        of_field = frame.field.to_numpy() == name
+        modality = frame.modality[of_field].iloc[0]
+        versions = {}
+        present = np.zeros(n_items, dtype=bool)
+        for version in ("original", *NEGATIVE_VERSIONS):
+            rows = np.flatnonzero(of_field & (frame.version.to_numpy() == version))
+            if version != "original" and not len(rows):
+                continue
+            matrix = versions["original"].copy() if version != "original" else np.zeros((n_items, vectors.shape[1]), np.float32)
+            matrix[frame.item_id.to_numpy()[rows]] = vectors[rows]
+            versions[version] = matrix
+            if version == "original":
+                present[frame.item_id.to_numpy()[rows]] = True
+        tokens.append(ModalityToken(name, modality, versions, present))
+    if store.table_path(IMAGE_STORE).exists():
+        images = pq.read_table(store.table_path(IMAGE_STORE), columns=["item_id", "vector"])
+        if images.num_rows:
+            ids = images.column("item_id").to_numpy()
+            original = np.zeros((n_items, images.column("vector").type.list_size), np.float32)
+            original[ids] = _vectors(images)
+            present = np.zeros(n_items, dtype=bool)
+            present[ids] = True
+            same = dict.fromkeys(("original", *NEGATIVE_VERSIONS), original)
+            tokens.append(ModalityToken("image_features", "visual", same, present))
+    return ItemFeatures(n_items, tuple(tokens))
+
+
+def features_fingerprint(features: ItemFeatures) -> str:
+    digest = hashlib.sha256()
+    for token in features.tokens:
+        digest.update(f"{token.name}/{token.modality}".encode())
+        digest.update(token.present.tobytes())
+        for version in sorted(token.versions):
+            digest.update(version.encode())
+            digest.update(token.versions[version].tobytes())
+    return digest.hexdigest()
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyResult:
+    metrics: pd.DataFrame
+    history: pd.DataFrame
+    skipped: dict[str, str] = field(default_factory=dict)  # variant -> why it was not run
+
+    def summary(self, split: str = "test", mode: str = "mmrec") -> pd.DataFrame:
+        """mean and std over seeds of the main runs, one row per model."""
+        main = self.metrics[(self.metrics.study == "main") & (self.metrics.split == split) & (self.metrics["mode"] == mode)]
+        table = main.assign(name=main.metric + "@" + main.k.astype(str)).pivot_table(
+            index="model", columns="name", values="value", aggfunc=["mean", "std"]
+        )
+        return table
+
+
+def _planned_runs(
+    study: StudyConfig, features: ItemFeatures
+) -> tuple[list[tuple[str, str, int, NegGenConfig]], dict[str, str]]:
+    """(model, study, seed, config) of every NegGen run, and the variants that cannot run here."""
+    modalities = {token.modality for token in features.tokens}
+    sources = {version for token in features.tokens for version in token.versions} | {"uniform"}
+    runs, skipped = [], {}
+    for variant in study.variants:
+        config = variant_config(study.model, variant)
+        lacking = set(VARIANTS[variant].get("modalities", ())) - modalities
+        if lacking:
+            skipped[variant] = f"the dataset has no {'/'.join(sorted(lacking))} tokens"
+        elif config.negatives not in sources:
+            skipped[variant] = f"no {config.negatives!r} negatives were encoded"
+        else:
+            runs += [(variant, "main", seed, config) for seed in study.seeds]
+    for parameter, values in study.sensitivity.items():
+        for value in values:
+            if value != getattr(study.model, parameter):
+                runs.append(("neggen", "sensitivity", study.seeds[0], study.model.model_copy(update={parameter: value})))
+    return runs, skipped
+
+
+def _finished_at(run_dir) -> str:
+    stamp = (run_dir / MODEL_META).stat().st_mtime
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_columns(model: str, study: str, run: TrainedRun, config: NegGenConfig | None) -> dict:
+    result = run.result
+    return {
+        "model": model,
+        "study": study,
+        "seed": result.seed,
+        "score_weight": config.score_weight if config else np.nan,
+        "align_weight": config.align_weight if config else np.nan,
+        "temperature": config.temperature if config else np.nan,
+        "run_dir": str(run.run_dir.relative_to(run.run_dir.parents[1])),
+    }
+
+
+def run_study(
+    store: DatasetStore,
+    study: StudyConfig,
+    train_config: TrainConfig,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+) -> StudyResult:
+    """Train LightGCN per seed and every planned NegGen run on it; write the metrics and
+    history tables of all of them (METRICS_TABLE, HISTORY_TABLE) and return them."""
+    data = load_interaction_data(store)
+    features = load_item_features(store, data.n_items)
+    fingerprint = features_fingerprint(features)
+    planned, skipped = _planned_runs(study, features)
+    for variant, why in skipped.items():
+        log(f"skipping {variant}: {why}")
+    total = len(study.seeds) + len(planned)
+    metrics, history = [], []
+
+    def record(index: int, model: str, study_name: str, run: TrainedRun, config: NegGenConfig | None) -> None:
+        columns = _run_columns(model, study_name, run, config)
+        r = run.result
+        extra = columns | {"stage": run.stage, "dataset": store.dataset, "epochs_run": r.epochs_run,
+                           "best_epoch": r.best_epoch, "wall_seconds": r.wall_seconds,
+                           "finished_at": _finished_at(run.run_dir)}  # fmt: skip
+        metrics.extend(metric_rows(model, asdict(r), extra))
+        history.append(pd.DataFrame(r.history).assign(**columns))
+        swept = f" λ={config.score_weight} α={config.align_weight} τ={config.temperature}" if study_name != "main" else ""
+        log(
+            f"[{index}/{total}] {model} seed {r.seed}{swept}: best epoch {r.best_epoch}/{r.epochs_run}, "
+            f"valid recall@20 {r.best_valid['recall@20']:.4f}, test recall@20 {r.test['mmrec']['recall@20']:.4f} "
+            f"({r.wall_seconds:.1f}s)"
+        )
+
+    bases: dict[int, TrainedRun] = {}
+    for index, seed in enumerate(study.seeds, start=1):
+        bases[seed] = train_run(store, BASE_STAGE, BASE_MODEL, train_config.model_copy(update={"seed": seed}), data, progress)
+        record(index, BASE_MODEL, "main", bases[seed], None)
+    for index, (model, study_name, seed, config) in enumerate(planned, start=len(study.seeds) + 1):
+        base = bases[seed]
+        key = hashlib.sha256(
+            json.dumps({"neggen": config.model_dump(mode="json"), "train": base.config.model_dump(mode="json"),
+                        "base": base.run_dir.name, "features": fingerprint}, sort_keys=True).encode()  # fmt: skip
+        ).hexdigest()[:12]
+        run_dir = store.folder(STAGE) / f"{model}-{key}"
+        # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
+        base_model, _ = load_model(base.run_dir, data, device=base.config.device)
+        neggen = NegGen(base_model, features, config, seed)
+        result = Trainer(neggen, data, base.config, checkpoint_dir=run_dir, progress=progress).fit()
+        record(index, model, study_name, TrainedRun(STAGE, model, run_dir, base.config, result), config)
+    out = StudyResult(pd.DataFrame(metrics), pd.concat(history, ignore_index=True), skipped)
+    store.write(STUDY_METRICS, out.metrics)
+    store.write(HISTORY_TABLE, out.history)
+    return out
