@@ -171,7 +171,7 @@ def _planned_runs(
 ) -> tuple[list[tuple[str, str, int, NegGenConfig]], dict[str, str]]:
     """(model, study, seed, config) of every NegGen run, and the variants that cannot run here."""
     modalities = {token.modality for token in features.tokens}
-    sources = {version for token in features.tokens for version in token.versions} | {"uniform"}
+    sources = set.intersection(*(set(token.versions) for token in features.tokens)) | {"uniform"}
     runs, skipped = [], {}
     for variant in study.variants:
         config = variant_config(study.model, variant)
@@ -180,6 +180,11 @@ def _planned_runs(
             skipped[variant] = f"the dataset has no {'/'.join(sorted(lacking))} tokens"
         elif config.negatives not in sources:
             skipped[variant] = f"no {config.negatives!r} negatives were encoded"
+        elif config.negatives == "direct" and all(
+            np.array_equal(t.versions["direct"], t.versions["generated"]) for t in features.tokens
+        ):
+            # The catalogue engine swaps the same values in one step as in mask + complete.
+            skipped[variant] = "the direct negatives equal the generated ones (it would repeat that run)"
         else:
             runs += [(variant, "main", seed, config) for seed in study.seeds]
     for parameter, values in study.sensitivity.items():

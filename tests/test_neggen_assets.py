@@ -18,7 +18,7 @@ train: {epochs: 6, early_stop_patience: 3, n_layers: 2, seed: 1}
 encoding: {image_batch_size: 16}
 neggen:
   seeds: [1, 2]
-  variants: [neggen, wo_neg, wo_cf, visual_only]
+  variants: [neggen, wo_neg, wo_cf, visual_only, direct]
   sensitivity: {score_weight: [0.0]}
 """
 
@@ -57,6 +57,8 @@ def test_neggen_study_on_demo(neggen_home, tmp_path):
     assert "NegGen" in report and "LightGCN" in report
     meta = result.asset_materializations_for_node("neggen_model")[0].metadata
     assert meta["runs"].value == 2 * 5 + 1
+    # The catalogue engine's direct negatives are its generated ones: that run is not repeated.
+    assert "equal the generated" in meta["skipped_variants"].value["direct"]
 
     # A second materialization reuses every finished run: same folders, same numbers.
     folders = sorted(p.name for p in (neggen_home / "demo" / "neggen_model").iterdir())
