@@ -12,14 +12,14 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig, variant_config
+from neggen_model.config import VARIANTS, Modality, NegGenConfig, TrainConfig, variant_config
 from neggen_model.checkpoint import MODEL_META, load_model
 from neggen_model.features import ItemFeatures, ModalityToken
 from neggen_model.models.neggen import NegGen
@@ -40,6 +40,8 @@ STAGE = "neggen_model"
 HISTORY_TABLE = "neggen_history"
 TEXT_STORE = "text_embeddings"
 IMAGE_STORE = "image_embeddings"
+# Per-epoch gradient magnitude of the negatives (Fig. 3): a column per modality, NaN where absent.
+GRADIENT_COLUMNS = tuple(f"grad_negative_{modality}" for modality in get_args(Modality))
 # Versions of an attribute in the text store: the item's own, and one per negative source.
 NEGATIVE_VERSIONS = ("generated", "direct")
 
@@ -261,7 +263,11 @@ def run_study(
         neggen = NegGen(base_model, features, config, seed)
         result = Trainer(neggen, data, base.config, checkpoint_dir=run_dir, progress=progress).fit()
         record(index, model, study_name, TrainedRun(STAGE, model, run_dir, base.config, result), config)
-    out = StudyResult(pd.DataFrame(metrics), pd.concat(history, ignore_index=True), skipped)
+    history_table = pd.concat(history, ignore_index=True)
+    for column in GRADIENT_COLUMNS:
+        if column not in history_table:
+            history_table[column] = np.nan
+    out = StudyResult(pd.DataFrame(metrics), history_table, skipped)
     store.write(STUDY_METRICS, out.metrics)
     store.write(HISTORY_TABLE, out.history)
     return out

@@ -204,3 +204,46 @@ def test_seeded_training_is_reproducible_bit_for_bit(data):
     assert all(h["grad_negative_text"] > 0 and h["grad_negative_visual"] > 0 for h in first.history)
     _, other = _train(data, seed=12)
     assert other.history[0]["loss"] != first.history[0]["loss"]
+
+
+def test_study_on_a_text_only_store(tmp_path, data):
+    """The features loader on hand-written embedding stores, and a study without pictures."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.storage import DatasetStore
+    from pipeline.study import StudyConfig, load_item_features, run_study
+
+    store = DatasetStore(tmp_path, "toy")
+    users, items = data.train_pairs()
+    frames = [pd.DataFrame({"user_id": users, "item_id": items, "split": "train"})]
+    for split in ("valid", "test"):
+        matrix = data.split(split).tocoo()
+        frames.append(pd.DataFrame({"user_id": matrix.row.astype("int64"), "item_id": matrix.col.astype("int64"), "split": split}))
+    store.write("interactions", pd.concat(frames, ignore_index=True))
+    rng = np.random.default_rng(0)
+    rows = [(i, field, version) for i in range(data.n_items) for field in ("title", "brand") for version in ("original", "generated")]
+    rows = [r for r in rows if r != (3, "brand", "generated")]  # item 3's negative kept its brand line
+    vectors = rng.normal(size=(len(rows), 8)).astype(np.float32)
+    table = pa.table({
+        "item_id": pa.array([r[0] for r in rows], pa.int64()), "field": [r[1] for r in rows],
+        "modality": ["text"] * len(rows), "version": [r[2] for r in rows], "encoder": ["test"] * len(rows),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 8),
+    })  # fmt: skip
+    pq.write_table(table, store.table_path("text_embeddings"))
+
+    features = load_item_features(store, data.n_items)
+    assert [(t.name, t.modality) for t in features.tokens] == [("title", "text"), ("brand", "text")]
+    brand = features.tokens[1]
+    assert np.array_equal(brand.versions["generated"][3], brand.versions["original"][3])
+    assert not np.array_equal(brand.versions["generated"][4], brand.versions["original"][4])
+    assert np.array_equal(brand.versions["original"][5], vectors[rows.index((5, "brand", "original"))])
+
+    study = StudyConfig(seeds=(1,), variants=("neggen", "wo_neg", "visual_only", "direct"), sensitivity={})
+    result = run_study(store, study, TrainConfig(epochs=2, embedding_size=8, n_layers=1))
+    assert set(result.skipped) == {"visual_only", "direct"}
+    assert set(result.metrics.model) == {"lightgcn", "neggen", "wo_neg"}
+    history = store.read("neggen_history")
+    neggen_epochs = history[history.model == "neggen"]
+    assert (neggen_epochs.grad_negative_text > 0).all() and neggen_epochs.grad_negative_visual.isna().all()
