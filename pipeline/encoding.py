@@ -45,6 +45,7 @@ CACHE_FOLDER = "embedding_cache"
 # Which description table gives which `version`; direct_negatives is optional.
 VERSION_OF_TABLE = {"item_descriptions": "original", "negative_descriptions": "generated", "direct_negatives": "direct"}
 OPTIONAL_TABLES = ("direct_negatives",)
+NEGATIVE_FAILURES = "negative_descriptions_failures"
 VISUAL_TEXT_FIELD = "image"  # the picture described as text (§3.2.1): visual modality
 IMAGE_FIELD = "image_features"
 
@@ -215,7 +216,12 @@ def build_text_embeddings(store: DatasetStore, config: EncodingConfig) -> Encodi
         "fields": ", ".join(rows["field"].unique()),
     }  # fmt: skip
     item_ids = store.read("items", columns=["item_id"])["item_id"]
-    return EncodingRun(table, meta, [_pairing_check(rows, item_ids), *vector_checks(table)])
+    failed = NEGATIVE_FAILURES
+    # The generation stage records the items it could not write a negative for (its coverage
+    # check accepts them); they keep their original tokens only, and NegGen gives them no contrast.
+    without_negative = set(store.read(failed, columns=["item_id"])["item_id"]) if store.table_path(failed).exists() else set()
+    meta["items_without_negative"] = len(without_negative)
+    return EncodingRun(table, meta, [_pairing_check(rows, item_ids, without_negative), *vector_checks(table)])
 
 
 def build_image_embeddings(store: DatasetStore, config: EncodingConfig, dataset_folder: Path | None) -> EncodingRun:
@@ -282,8 +288,9 @@ def pairing_gaps(rows: pd.DataFrame, item_ids: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(gaps, columns=["item_id", "field", "missing"])
 
 
-def _pairing_check(rows: pd.DataFrame, item_ids: Sequence[int]) -> Check:
+def _pairing_check(rows: pd.DataFrame, item_ids: Sequence[int], without_negative: set[int]) -> Check:
     gaps = pairing_gaps(rows, item_ids)
+    gaps = gaps[~(gaps["item_id"].isin(without_negative) & (gaps["missing"] == "generated"))]
     return Check("original_and_generated", gaps.empty, {
         "items": len(item_ids), "gaps": len(gaps), "items_with_gaps": int(gaps["item_id"].nunique()),
         "sample": gaps.head(10).to_string(index=False) if len(gaps) else "none",

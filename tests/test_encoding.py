@@ -316,6 +316,19 @@ def test_image_encoder_none_writes_an_empty_store(tmp_path):
     assert duckdb.sql(f"SELECT count(*) FROM '{store.table_path('image_embeddings')}'").fetchall() == [(0,)]
 
 
+def test_items_the_generation_stage_failed_on_are_excused(tmp_path):
+    store = DatasetStore(tmp_path, "mm")
+    write_items(store, ["0", "1"])
+    store.write("item_descriptions", pd.DataFrame({"item_id": [0, 1], "text": ["Title: Red Mug", "Title: Blue Bag"]}))
+    store.write("negative_descriptions", pd.DataFrame({"item_id": [0], "text": ["Title: Green Mug"]}))
+    unexcused = build_text_embeddings(store, EncodingConfig())
+    assert not unexcused.checks[0].passed and unexcused.meta["items_without_negative"] == 0
+    # The generation stage recorded item 1 as a failure: the pairing check accepts it.
+    store.write("negative_descriptions_failures", pd.DataFrame({"item_id": [1], "reason": ["too short"]}))
+    excused = build_text_embeddings(store, EncodingConfig())
+    assert excused.checks[0].passed and excused.meta["items_without_negative"] == 1
+
+
 def test_checks_fail_on_missing_negatives_and_bad_vectors():
     rows = pd.DataFrame({
         "item_id": [0, 0, 0, 1, 1], "field": ["title", "title", "brand", "title", "title"],
