@@ -312,7 +312,7 @@ def _figure_sensitivity(main: pd.DataFrame, test: pd.DataFrame, mode: str) -> Dr
             curve = _metric_rows(points, metric, 20).groupby(name).value.agg(["mean", "std"]).sort_index()
             axes.errorbar(curve.index, curve["mean"], yerr=curve["std"].fillna(0), marker="o", capsize=3, label=metric_label)
         axes.axvline(default[name], color="grey", linestyle=":", linewidth=1)
-        if log_x:
+        if log_x and points[name].nunique() > 1:  # a lone default point has no log range
             axes.set_xscale("log")
         axes.set_xlabel(label)
         axes.set_ylabel(f"test metric ({mode})")
