@@ -104,9 +104,11 @@ direct_negatives = _generation_asset(
 
 regenerate_negatives = dg.define_asset_job(
     "regenerate_negatives",
-    selection=dg.AssetSelection.groups("generation"),
-    partitions_def=dataset_partitions,
-    description="Regenerate descriptions and negatives for one dataset (cached: only what changed runs).",
+    # Everything downstream follows: encodings, NegGen runs, metrics, report. Unchanged negatives
+    # hit the caches and reuse the finished runs, so only what changed is recomputed.
+    selection=dg.AssetSelection.groups("generation").downstream(),
+    description="Regenerate descriptions and negatives for one dataset, then re-encode them and "
+    "retrain NegGen on them (cached: only what changed runs).",
 )
 
 

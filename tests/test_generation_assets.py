@@ -50,6 +50,9 @@ def test_generation_stage_on_demo_is_complete_valid_and_cached(neggen_home):
 def test_regeneration_job_and_schedule_are_registered_and_off_by_default():
     job = defs.resolve_job_def("regenerate_negatives")
     assert job.partitions_def is not None
+    keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert {"negative_descriptions", "text_embeddings", "neggen_model", "metrics", "report"} <= keys
+    assert not keys & {"interactions", "base_model", "image_embeddings"}
     schedule = defs.resolve_schedule_def("weekly_negatives")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "regenerate_negatives"
