@@ -13,9 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from neggen_model.config import TrainConfig
+from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig
 from pipeline.demo import DemoConfig
-from pipeline.study import StudyConfig
 from pipeline.llm.config import GenerationConfig
 
 CONFIG_FILENAME = "neggen.yaml"
@@ -60,6 +59,45 @@ class EncodingConfig(_Strict):
         if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
             raise ValueError(f"device must be cpu, cuda, cuda:N or mps (got {v!r})")
         return v
+
+
+SweptParameter = Literal["score_weight", "align_weight", "temperature"]
+
+
+class StudyConfig(BaseModel):
+    """Which NegGen runs the `neggen_model` asset trains on a dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: NegGenConfig = Field(default_factory=NegGenConfig, description="The full model's hyper-parameters.")
+    seeds: tuple[int, ...] = Field(
+        (2024, 2025, 2026), description="Seeds of the main runs (LightGCN and every variant), for mean ± std."
+    )
+    variants: tuple[str, ...] = Field(tuple(VARIANTS), description=f"NegGen variants to train; known: {list(VARIANTS)}.")
+    # The paper's grids (§4.6, Fig. 7); run at the first seed, one parameter at a time.
+    sensitivity: dict[SweptParameter, tuple[float, ...]] = Field(
+        default_factory=lambda: {
+            "score_weight": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+            "align_weight": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+            "temperature": (0.07, 0.1, 0.2, 0.3, 1.0),
+        },
+        description="Values of λ (score_weight), α (align_weight), τ (temperature) to sweep; {} = no sweep.",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct and at least one, got {value}")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        return value
 
 
 class DatasetConfig(_Strict):

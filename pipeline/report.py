@@ -23,12 +23,13 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from neggen_model.config import VARIANTS
+from neggen_model.models.neggen import GRADIENT_COLUMNS
 
 METRICS_COLUMNS = (
     "model", "study", "seed", "split", "mode", "metric", "k", "value", "best_epoch",
     "score_weight", "align_weight", "temperature",
 )
-HISTORY_COLUMNS = ("model", "study", "seed", "epoch", "grad_negative_text", "grad_negative_visual")
+HISTORY_COLUMNS = ("model", "study", "seed", "epoch", *GRADIENT_COLUMNS.values())
 
 NEGGEN = "neggen"
 # Every model key the NegGen stage writes; any other model is a baseline of Table 2.
@@ -332,7 +333,7 @@ def _figure_sensitivity(main: pd.DataFrame, test: pd.DataFrame, mode: str) -> Dr
 def _figure_gradients(history: pd.DataFrame | None) -> Drawing | str:
     """Fig. 3: gradient magnitude of the negative's modality tokens per epoch."""
     runs = None if history is None else history[(history.model == NEGGEN) & (history.study == "main")]
-    gradients = [("grad_negative_text", "text"), ("grad_negative_visual", "visual")]
+    gradients = [(column, modality) for modality, column in GRADIENT_COLUMNS.items()]
     if runs is None or runs.empty or runs[[c for c, _ in gradients]].isna().all().all():
         return "Fig. 3 omitted: no neggen_history with gradient magnitudes for the main neggen runs."
     per_epoch = runs.groupby("epoch")[[c for c, _ in gradients]].mean()  # mean over the seeds still training

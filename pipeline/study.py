@@ -8,22 +8,21 @@ it, so a re-materialization reuses finished runs and resumes an interrupted one.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from neggen_model.config import VARIANTS, Modality, NegGenConfig, TrainConfig, variant_config
 from neggen_model.checkpoint import MODEL_META, load_model
+from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig, variant_config
 from neggen_model.features import ItemFeatures, ModalityToken
-from neggen_model.models.neggen import NegGen
+from neggen_model.models.neggen import GRADIENT_COLUMNS, NegGen
 from neggen_model.trainer import Trainer
+from pipeline.config import StudyConfig
+from pipeline.encoding import IMAGE_FIELD, IMAGE_STAGE, TEXT_STAGE, VERSION_OF_TABLE
 from pipeline.llm.prompts import DESCRIPTION_LABELS
 from pipeline.storage import DatasetStore
 from pipeline.training import (
@@ -31,58 +30,17 @@ from pipeline.training import (
     BASE_STAGE,
     STUDY_METRICS,
     TrainedRun,
+    content_key,
     load_interaction_data,
     metric_rows,
+    run_columns,
     train_run,
 )
 
 STAGE = "neggen_model"
 HISTORY_TABLE = "neggen_history"
-TEXT_STORE = "text_embeddings"
-IMAGE_STORE = "image_embeddings"
-# Per-epoch gradient magnitude of the negatives (Fig. 3): a column per modality, NaN where absent.
-GRADIENT_COLUMNS = tuple(f"grad_negative_{modality}" for modality in get_args(Modality))
-# Versions of an attribute in the text store: the item's own, and one per negative source.
-NEGATIVE_VERSIONS = ("generated", "direct")
-
-SweptParameter = Literal["score_weight", "align_weight", "temperature"]
-
-
-class StudyConfig(BaseModel):
-    """Which NegGen runs the `neggen_model` asset trains on a dataset."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: NegGenConfig = Field(default_factory=NegGenConfig, description="The full model's hyper-parameters.")
-    seeds: tuple[int, ...] = Field(
-        (2024, 2025, 2026), description="Seeds of the main runs (LightGCN and every variant), for mean ± std."
-    )
-    variants: tuple[str, ...] = Field(tuple(VARIANTS), description=f"NegGen variants to train; known: {list(VARIANTS)}.")
-    # The paper's grids (§4.6, Fig. 7); run at the first seed, one parameter at a time.
-    sensitivity: dict[SweptParameter, tuple[float, ...]] = Field(
-        default_factory=lambda: {
-            "score_weight": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
-            "align_weight": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-            "temperature": (0.07, 0.1, 0.2, 0.3, 1.0),
-        },
-        description="Values of λ (score_weight), α (align_weight), τ (temperature) to sweep; {} = no sweep.",
-    )
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"seeds must be distinct and at least one, got {value}")
-        return value
-
-    @field_validator("variants")
-    @classmethod
-    def _variants(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [v for v in value if v not in VARIANTS]
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
-        return value
-
+# Versions of an attribute in the text store other than the item's own: one per negative source.
+NEGATIVE_VERSIONS = tuple(v for v in VERSION_OF_TABLE.values() if v != "original")
 
 # --- features -----------------------------------------------------------------------------
 
@@ -105,29 +63,29 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
     A field a negative source left out keeps the item's original vector for that source; a
     picture is never regenerated, so its negatives repeat the original.
     """
-    text = pq.read_table(store.table_path(TEXT_STORE), columns=["item_id", "field", "modality", "version", "vector"])
+    text = pq.read_table(store.table_path(TEXT_STAGE), columns=["item_id", "field", "modality", "version", "vector"])
     frame = text.select(["item_id", "field", "modality", "version"]).to_pandas()
     vectors = _vectors(text)
     if (frame.item_id < 0).any() or (frame.item_id >= n_items).any():
-        raise ValueError(f"{TEXT_STORE} holds item ids outside 0..{n_items - 1}")
+        raise ValueError(f"{TEXT_STAGE} holds item ids outside 0..{n_items - 1}")
+    ids, fields, versions_of_rows = frame.item_id.to_numpy(), frame.field.to_numpy(), frame.version.to_numpy()
     tokens = []
     for name in sorted(frame.field.unique(), key=_field_order):
-        of_field = frame.field.to_numpy() == name
-        modality = frame.modality[of_field].iloc[0]
-        versions = {}
+        of_field = fields == name
+        rows = np.flatnonzero(of_field & (versions_of_rows == "original"))
+        original = np.zeros((n_items, vectors.shape[1]), np.float32)
+        original[ids[rows]] = vectors[rows]
         present = np.zeros(n_items, dtype=bool)
-        for version in ("original", *NEGATIVE_VERSIONS):
-            rows = np.flatnonzero(of_field & (frame.version.to_numpy() == version))
-            if version != "original" and not len(rows):
-                continue
-            matrix = versions["original"].copy() if version != "original" else np.zeros((n_items, vectors.shape[1]), np.float32)
-            matrix[frame.item_id.to_numpy()[rows]] = vectors[rows]
-            versions[version] = matrix
-            if version == "original":
-                present[frame.item_id.to_numpy()[rows]] = True
-        tokens.append(ModalityToken(name, modality, versions, present))
-    if store.table_path(IMAGE_STORE).exists():
-        images = pq.read_table(store.table_path(IMAGE_STORE), columns=["item_id", "vector"])
+        present[ids[rows]] = True
+        versions = {"original": original}
+        for version in NEGATIVE_VERSIONS:
+            rows = np.flatnonzero(of_field & (versions_of_rows == version))
+            if len(rows):
+                versions[version] = original.copy()
+                versions[version][ids[rows]] = vectors[rows]
+        tokens.append(ModalityToken(name, frame.modality[of_field].iloc[0], versions, present))
+    if store.table_path(IMAGE_STAGE).exists():
+        images = pq.read_table(store.table_path(IMAGE_STAGE), columns=["item_id", "vector"])
         if images.num_rows:
             ids = images.column("item_id").to_numpy()
             original = np.zeros((n_items, images.column("vector").type.list_size), np.float32)
@@ -135,7 +93,7 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
             present = np.zeros(n_items, dtype=bool)
             present[ids] = True
             same = dict.fromkeys(("original", *NEGATIVE_VERSIONS), original)
-            tokens.append(ModalityToken("image_features", "visual", same, present))
+            tokens.append(ModalityToken(IMAGE_FIELD, "visual", same, present))
     return ItemFeatures(n_items, tuple(tokens))
 
 
@@ -162,10 +120,9 @@ class StudyResult:
     def summary(self, split: str = "test", mode: str = "mmrec") -> pd.DataFrame:
         """mean and std over seeds of the main runs, one row per model."""
         main = self.metrics[(self.metrics.study == "main") & (self.metrics.split == split) & (self.metrics["mode"] == mode)]
-        table = main.assign(name=main.metric + "@" + main.k.astype(str)).pivot_table(
+        return main.assign(name=main.metric + "@" + main.k.astype(str)).pivot_table(
             index="model", columns="name", values="value", aggfunc=["mean", "std"]
         )
-        return table
 
 
 def _planned_runs(
@@ -201,19 +158,6 @@ def _finished_at(run_dir) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_columns(model: str, study: str, run: TrainedRun, config: NegGenConfig | None) -> dict:
-    result = run.result
-    return {
-        "model": model,
-        "study": study,
-        "seed": result.seed,
-        "score_weight": config.score_weight if config else np.nan,
-        "align_weight": config.align_weight if config else np.nan,
-        "temperature": config.temperature if config else np.nan,
-        "run_dir": str(run.run_dir.relative_to(run.run_dir.parents[1])),
-    }
-
-
 def run_study(
     store: DatasetStore,
     study: StudyConfig,
@@ -222,7 +166,7 @@ def run_study(
     log: Callable[[str], None] = lambda line: None,
 ) -> StudyResult:
     """Train LightGCN per seed and every planned NegGen run on it; write the metrics and
-    history tables of all of them (METRICS_TABLE, HISTORY_TABLE) and return them."""
+    history tables of all of them (STUDY_METRICS, HISTORY_TABLE) and return them."""
     data = load_interaction_data(store)
     features = load_item_features(store, data.n_items)
     fingerprint = features_fingerprint(features)
@@ -233,12 +177,9 @@ def run_study(
     metrics, history = [], []
 
     def record(index: int, model: str, study_name: str, run: TrainedRun, config: NegGenConfig | None) -> None:
-        columns = _run_columns(model, study_name, run, config)
         r = run.result
-        extra = columns | {"stage": run.stage, "dataset": store.dataset, "epochs_run": r.epochs_run,
-                           "best_epoch": r.best_epoch, "wall_seconds": r.wall_seconds,
-                           "finished_at": _finished_at(run.run_dir)}  # fmt: skip
-        metrics.extend(metric_rows(model, asdict(r), extra))
+        columns = run_columns(model, study_name, r.seed, f"{run.stage}/{run.run_dir.name}", config)
+        metrics.extend(metric_rows(columns, asdict(r), run.stage, store.dataset, _finished_at(run.run_dir)))
         history.append(pd.DataFrame(r.history).assign(**columns))
         swept = f" λ={config.score_weight} α={config.align_weight} τ={config.temperature}" if study_name != "main" else ""
         log(
@@ -253,10 +194,8 @@ def run_study(
         record(index, BASE_MODEL, "main", bases[seed], None)
     for index, (model, study_name, seed, config) in enumerate(planned, start=len(study.seeds) + 1):
         base = bases[seed]
-        key = hashlib.sha256(
-            json.dumps({"neggen": config.model_dump(mode="json"), "train": base.config.model_dump(mode="json"),
-                        "base": base.run_dir.name, "features": fingerprint}, sort_keys=True).encode()  # fmt: skip
-        ).hexdigest()[:12]
+        key = content_key({"neggen": config.model_dump(mode="json"), "train": base.config.model_dump(mode="json"),
+                           "base": base.run_dir.name, "features": fingerprint})  # fmt: skip
         run_dir = store.folder(STAGE) / f"{model}-{key}"
         # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
         base_model, _ = load_model(base.run_dir, data, device=base.config.device)
@@ -264,7 +203,7 @@ def run_study(
         result = Trainer(neggen, data, base.config, checkpoint_dir=run_dir, progress=progress).fit()
         record(index, model, study_name, TrainedRun(STAGE, model, run_dir, base.config, result), config)
     history_table = pd.concat(history, ignore_index=True)
-    for column in GRADIENT_COLUMNS:
+    for column in GRADIENT_COLUMNS.values():  # a column per modality, NaN where absent
         if column not in history_table:
             history_table[column] = np.nan
     out = StudyResult(pd.DataFrame(metrics), history_table, skipped)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neggen_model.config import TrainConfig
+from neggen_model.config import NegGenConfig, TrainConfig
 from neggen_model.data import InteractionData
 from neggen_model.models import build_model
 from neggen_model.trainer import Trainer, TrainResult
@@ -60,13 +60,14 @@ def load_interaction_data(store: DatasetStore) -> InteractionData:
     return InteractionData.from_frame(frame)
 
 
+def content_key(payload: dict) -> str:
+    """Short digest of everything that determines a run: same payload → same run folder."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def run_key(model: str, config: TrainConfig, data: InteractionData) -> str:
     """Same model, config and training graph → same run folder (resumed or reused)."""
-    payload = json.dumps(
-        {"model": model, "config": config.model_dump(mode="json"), "train": data.train_fingerprint()},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return content_key({"model": model, "config": config.model_dump(mode="json"), "train": data.train_fingerprint()})
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -115,15 +116,31 @@ def train_recommender(
     return run
 
 
-def metric_rows(model: str, result: dict, extra: dict) -> list[dict]:
-    """Long-format rows: (model, split, mode, metric, k, value) + run metadata."""
+def run_columns(model: str, study: str, seed: int, run_dir: str, config: NegGenConfig | None = None) -> dict:
+    """The columns naming a run in the metrics and history tables (λ/α/τ NaN for non-NegGen runs)."""
+    return {
+        "model": model,
+        "study": study,
+        "seed": seed,
+        "score_weight": config.score_weight if config else float("nan"),
+        "align_weight": config.align_weight if config else float("nan"),
+        "temperature": config.temperature if config else float("nan"),
+        "run_dir": run_dir,
+    }
+
+
+def metric_rows(columns: dict, result: dict, stage: str, dataset: str, finished_at: str) -> list[dict]:
+    """Long-format rows (split, mode, metric, k, value) of one run's result, with the run's
+    columns (run_columns) and how it ran (epochs, best epoch, wall time)."""
+    extra = columns | {"stage": stage, "dataset": dataset, "epochs_run": result["epochs_run"],
+                       "best_epoch": result["best_epoch"], "wall_seconds": result["wall_seconds"],
+                       "finished_at": finished_at}  # fmt: skip
     rows = []
     scored = [("valid", "mmrec", result["best_valid"])] + [("test", m, v) for m, v in result["test"].items()]
     for split, mode, values in scored:
         for name, value in values.items():
             metric, k = name.split("@")
-            rows.append({"model": model, "split": split, "mode": mode, "metric": metric, "k": int(k),
-                         "value": float(value), **extra})
+            rows.append({"split": split, "mode": mode, "metric": metric, "k": int(k), "value": float(value), **extra})
     return rows
 
 
@@ -136,25 +153,8 @@ def collect_metrics(store: DatasetStore) -> pd.DataFrame:
             continue
         record = json.loads(record_path.read_text())
         result = record["result"]
-        rows = metric_rows(
-            record["model"],
-            result,
-            {
-                "study": "main",
-                "seed": result["seed"],
-                "score_weight": float("nan"),
-                "align_weight": float("nan"),
-                "temperature": float("nan"),
-                "run_dir": f"{stage}/{record['run_dir']}",
-                "stage": stage,
-                "dataset": store.dataset,
-                "epochs_run": result["epochs_run"],
-                "best_epoch": result["best_epoch"],
-                "wall_seconds": result["wall_seconds"],
-                "finished_at": record["finished_at"],
-            },
-        )
-        frames.append(pd.DataFrame(rows))
+        columns = run_columns(record["model"], "main", result["seed"], f"{stage}/{record['run_dir']}")
+        frames.append(pd.DataFrame(metric_rows(columns, result, stage, store.dataset, record["finished_at"])))
     if store.table_path(STUDY_METRICS).exists():
         frames.append(store.read(STUDY_METRICS))
     if not frames:

@@ -213,7 +213,8 @@ def test_study_on_a_text_only_store(tmp_path, data):
     import pyarrow.parquet as pq
 
     from pipeline.storage import DatasetStore
-    from pipeline.study import StudyConfig, load_item_features, run_study
+    from pipeline.config import StudyConfig
+    from pipeline.study import load_item_features, run_study
 
     store = DatasetStore(tmp_path, "toy")
     users, items = data.train_pairs()

@@ -30,15 +30,20 @@ directly, e_c = MLP(mean(proj(tokens))), with no attention and no difference.
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neggen_model.config import NegGenConfig
+from neggen_model.config import Modality, NegGenConfig
 from neggen_model.features import ItemFeatures, TokenSet
 from neggen_model.models.base import Recommender, ScoringModel
+
+
+#: Epoch statistic (and history column) per modality: gradient magnitude of the negatives (Fig. 3).
+GRADIENT_COLUMNS: dict[str, str] = {modality: f"grad_negative_{modality}" for modality in get_args(Modality)}
 
 
 class CausalModule(nn.Module):
@@ -198,6 +203,6 @@ class NegGen(ScoringModel):
         """Mean L2 norm, per distinct item of a batch, of the loss gradient w.r.t. that item's
         negative tokens of each modality (the loss summed over the batch's pairs)."""
         self._fold_gradients()
-        stats = {f"grad_negative_{m}": self._grad_sum[m] / self._grad_count[m] for m in self._grad_sum}
+        stats = {GRADIENT_COLUMNS[m]: self._grad_sum[m] / self._grad_count[m] for m in self._grad_sum}
         self._grad_sum, self._grad_count = {}, {}
         return stats
