@@ -90,6 +90,10 @@ class Trainer:
             finished = self._resume()
             if finished is not None:
                 return finished
+        if self.model.validate_before_training and not self._history:
+            self._history.append(self._validate(0, {"epoch": 0}))
+            if self.checkpoint_dir is not None:
+                self._save_checkpoint(finished=None)
         bar = tqdm(total=cfg.epochs, initial=self._epoch, desc=self.model.name, unit="epoch", disable=not self.progress)
         while self._epoch < cfg.epochs and self._stale < cfg.early_stop_patience:
             started = time.perf_counter()
@@ -113,11 +117,17 @@ class Trainer:
         record["seconds"] = time.perf_counter() - started
         record.update(self.model.pop_epoch_stats())
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            started = time.perf_counter()
-            valid = evaluate(self.model, self.data, "valid", topk=cfg.topk, batch_size=cfg.eval_batch_size)
-            record["eval_seconds"] = time.perf_counter() - started
-            record.update({f"valid_{name}": value for name, value in valid.items()})
-            self._observe(epoch, valid)
+            record = self._validate(epoch, record)
+        return record
+
+    def _validate(self, epoch: int, record: dict[str, float]) -> dict[str, float]:
+        """record plus the validation metrics of the current weights (observed for early stopping)."""
+        cfg = self.config
+        started = time.perf_counter()
+        valid = evaluate(self.model, self.data, "valid", topk=cfg.topk, batch_size=cfg.eval_batch_size)
+        record["eval_seconds"] = time.perf_counter() - started
+        record.update({f"valid_{name}": value for name, value in valid.items()})
+        self._observe(epoch, valid)
         return record
 
     def _train_epoch(self) -> float:

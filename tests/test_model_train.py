@@ -119,3 +119,27 @@ def test_resume_refuses_another_config(data, tmp_path):
         train("bpr", data, small_config(epochs=1, reg_weight=0.5), tmp_path)
     with pytest.raises(ValueError, match="holds a 'bpr' run"):
         train("lightgcn", data, small_config(epochs=1), tmp_path)
+
+
+def test_validate_before_training_records_epoch_zero_and_can_keep_the_start(data, tmp_path):
+    """A model flagged validate_before_training scores validation at epoch 0; when every update
+    makes it worse, the run keeps the starting weights and says best epoch 0."""
+    from neggen_model.models.lightgcn import LightGCN
+
+    class WarmStarted(LightGCN):
+        validate_before_training = True
+
+    trained, _ = train("lightgcn", data, small_config(epochs=25))
+    wrecking = small_config(epochs=5, learning_rate=1.0, early_stop_patience=3)
+    model = WarmStarted(data, wrecking)
+    model.load_state_dict(trained.state_dict())
+    start = evaluate(model, data, "valid", topk=wrecking.topk)
+    result = Trainer(model, data, wrecking, checkpoint_dir=tmp_path, progress=False).fit()
+    assert result.history[0]["epoch"] == 0 and "loss" not in result.history[0]
+    assert result.history[0]["valid_recall@20"] == start["recall@20"]
+    assert [r["epoch"] for r in result.history] == list(range(len(result.history)))
+    assert result.best_epoch == 0 and result.best_valid == start
+    assert_same_weights(model, trained)
+    # A resumed finished run reports the same history (epoch 0 is not scored twice).
+    again = Trainer(WarmStarted(data, wrecking), data, wrecking, checkpoint_dir=tmp_path, progress=False).fit()
+    assert timeless(again.history) == timeless(result.history)

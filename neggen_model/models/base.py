@@ -24,6 +24,9 @@ class ScoringModel(nn.Module, ABC):
     """
 
     name: ClassVar[str]
+    #: Score validation before the first update (epoch 0 of the history): a model that starts from
+    #: a trained one (NegGen on its base) then shows when training added nothing (best epoch 0).
+    validate_before_training: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
