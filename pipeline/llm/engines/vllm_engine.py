@@ -3,7 +3,8 @@
 The model is a local folder (Hugging Face format); a Hub id is refused with a clear error
 and nothing is downloaded: `HF_HUB_OFFLINE=1` is set before vLLM is imported (it also
 reaches vLLM's engine process), so no code path waits on a network the GPU machine may
-not have. vLLM is imported only when the engine is built, so this module imports without it.
+not have, and vLLM's usage statistics are turned off the same way (`VLLM_NO_USAGE_STATS=1`,
+`DO_NOT_TRACK=1`). vLLM is imported only when the engine is built, so this module imports without it.
 
 Requests go to `LLM.chat` as OpenAI-style conversations, which is how vLLM documents chat
 input, multi-modal included: text parts, and images as base64 `data:` URIs in `image_url`
@@ -75,7 +76,14 @@ def resolve_model(model: str) -> Path:
     )
 
 
+# vLLM reports usage statistics to its authors unless told not to; it reads these variables
+# when it is imported (and passes the environment on to its engine process).
+NO_USAGE_STATS = {"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+
+
 def import_vllm():
+    """`import vllm` with its usage statistics off; a clear error where vLLM is absent."""
+    os.environ.update(NO_USAGE_STATS)
     try:
         import vllm
     except ImportError as err:
