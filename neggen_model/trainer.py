@@ -5,7 +5,8 @@ Recall@20 has not improved for 20 evaluations; the weights of the best validatio
 and the test split is scored once, with those weights, at the end.
 
 Reproducibility: model initialisation is seeded by build_model; training draws randomness only
-from two numpy generators (pair shuffling, negative sampling) spawned from config.seed. Their
+from three numpy generators (pair shuffling, negative sampling, and the model's own per-epoch
+draws through ScoringModel.begin_epoch) spawned from config.seed. Their
 states are checkpointed with the weights and the Adam moments after every epoch, so a run that is
 killed and resumed ends bit for bit where an uninterrupted run ends (on the same machine).
 """
@@ -69,8 +70,11 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
-        shuffle_seed, negative_seed = np.random.SeedSequence(config.seed).spawn(2)
+        # The third child is the model's own (begin_epoch); spawning it leaves the first two,
+        # and so the runs of models that draw nothing, exactly as they were.
+        shuffle_seed, negative_seed, model_seed = np.random.SeedSequence(config.seed).spawn(3)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
+        self._model_rng = np.random.default_rng(model_seed)
         self.sampler = UniformNegativeSampler(data.train, negative_seed)
         self._users, self._items = data.train_pairs()
         # Run state; everything here goes into the checkpoint.
@@ -135,6 +139,7 @@ class Trainer:
         cfg = self.config
         device = torch.device(cfg.device)
         self.model.train()
+        self.model.begin_epoch(self._model_rng)
         order = self._shuffle_rng.permutation(len(self._users))
         users, pos = self._users[order], self._items[order]
         # Negatives for the whole epoch in one vectorised draw.
@@ -208,7 +213,11 @@ class Trainer:
                 "best_valid": self._best_valid,
                 "stale": self._stale,
                 "wall_seconds": self._wall,
-                "rng": {"shuffle": self._shuffle_rng.bit_generator.state, "negatives": self.sampler.get_state()},
+                "rng": {
+                    "shuffle": self._shuffle_rng.bit_generator.state,
+                    "negatives": self.sampler.get_state(),
+                    "model": self._model_rng.bit_generator.state,
+                },
                 "optimizer_groups": optim_groups,
                 "result": asdict(finished) if finished is not None else None,
             },
@@ -241,6 +250,8 @@ class Trainer:
         self._wall = state["wall_seconds"]
         self._shuffle_rng.bit_generator.state = state["rng"]["shuffle"]
         self.sampler.set_state(state["rng"]["negatives"])
+        if "model" in state["rng"]:  # checkpoints written before begin_epoch existed drew nothing from it
+            self._model_rng.bit_generator.state = state["rng"]["model"]
         if state["result"] is None:
             return None
         self.model.load_state_dict(self._best_state)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,6 +45,15 @@ class ScoringModel(nn.Module, ABC):
     @abstractmethod
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """Mean training loss of a batch of triples."""
+
+    def begin_epoch(self, rng: np.random.Generator) -> None:
+        """Called by the trainer before each training epoch, in training mode.
+
+        A model whose training changes per epoch (FREEDOM's degree-sensitive edge pruning, a
+        diffusion step) draws its randomness from `rng` only: the trainer owns that generator
+        and checkpoints its state with the weights, so a resumed run stays bit for bit the same.
+        State derived here must be redrawable from `rng` (it is not checkpointed). Default: nothing.
+        """
 
     def pop_epoch_stats(self) -> dict[str, float]:
         """Statistics gathered while training since the last call (added to the epoch's history)."""
