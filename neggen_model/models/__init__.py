@@ -5,20 +5,41 @@ from __future__ import annotations
 import torch
 
 from neggen_model.config import TrainConfig
+from neggen_model.content import ItemContent
 from neggen_model.data import InteractionData
 from neggen_model.models.base import Recommender
 from neggen_model.models.bpr import BPRMF
+from neggen_model.models.freedom import FREEDOM
 from neggen_model.models.lightgcn import LightGCN
+from neggen_model.models.multimodal import ContentModel
+from neggen_model.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPRMF, LightGCN)}
+#: The multi-modal baselines of the paper's Table 2: built with item content and their own params.
+CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, FREEDOM)}
 
 
-def build_model(name: str, data: InteractionData, config: TrainConfig) -> Recommender:
-    """Instantiate a registered model; initialisation is seeded with config.seed, so it is reproducible."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+def build_model(
+    name: str,
+    data: InteractionData,
+    config: TrainConfig,
+    content: ItemContent | None = None,
+    params: dict | None = None,
+) -> Recommender | ContentModel:
+    """Instantiate a registered model; initialisation is seeded with config.seed, so it is reproducible.
+
+    Content models (CONTENT_MODELS) need `content` and take their own `params` (None: defaults).
+    """
     torch.manual_seed(config.seed)
+    if name in CONTENT_MODELS:
+        if content is None:
+            raise ValueError(f"{name} is a multi-modal model: pass the item content (neggen_model.content)")
+        return CONTENT_MODELS[name](data, config, content, params).to(config.device)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS) + sorted(CONTENT_MODELS)}")
+    if content is not None or params:
+        raise ValueError(f"{name} takes no item content or params")
     return MODELS[name](data, config).to(config.device)
 
 
-__all__ = ["MODELS", "BPRMF", "LightGCN", "Recommender", "build_model"]
+__all__ = ["CONTENT_MODELS", "MODELS", "BPRMF", "FREEDOM", "LightGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
