@@ -1,11 +1,14 @@
 """Data stage assets: interactions (k-core, remapped, split), items, users.
 
-Each asset writes `<home>/<dataset>/<asset>.parquet` and checks its invariants as it
-materializes; the checks block downstream stages, which would be wrong otherwise.
+Each asset checks its invariants on the table it built, then writes
+`<home>/<dataset>/<asset>.parquet` only if every check passed: a failed check stops the step,
+leaves the stage's earlier file (if any) as it was, and blocks the stages downstream.
 """
 
 
 import dagster as dg
+import pandas as pd
+import pyarrow as pa
 
 from assets.partitions import dataset_partitions, dataset_of
 from pipeline.datastage import build_interactions, build_items, build_users
@@ -17,10 +20,23 @@ from pipeline.storage import DatasetStore
 def _check(
     store: DatasetStore, asset: str, check: str, stages: tuple[str, ...], **params
 ) -> dg.AssetCheckResult:
-    """Run the `-- name: <check>` query of sql/checks.sql; it passes when it returns no row."""
+    """Run the `-- name: <check>` query of sql/checks.sql over written stages."""
     con = connect()
     for stage in stages:
         create_stage_view(con, stage, store.table_path(stage))
+    return _evaluate(con, asset, check, **params)
+
+
+def _check_tables(tables: dict[str, pd.DataFrame], asset: str, check: str, **params) -> dg.AssetCheckResult:
+    """The same over tables not written yet, each seen by the query under its stage's name."""
+    con = connect()
+    for stage, frame in tables.items():
+        con.register(stage, pa.Table.from_pandas(frame, preserve_index=False))
+    return _evaluate(con, asset, check, **params)
+
+
+def _evaluate(con, asset: str, check: str, **params) -> dg.AssetCheckResult:
+    """A check passes when its query returns no row."""
     rows = con.sql(named_query("checks.sql", check, **params)).df()
     con.close()
     return dg.AssetCheckResult(
@@ -29,6 +45,23 @@ def _check(
         passed=rows.empty,
         metadata={"violations": len(rows), "sample": rows.head(10).to_string(index=False) if len(rows) else "none"},
     )
+
+
+class BlockingCheckFailed(Exception):
+    """A blocking check rejected a table before it was written."""
+
+
+def _validated(asset: str, path, checks: list[dg.AssetCheckResult]):
+    """Yield the checks; when one fails, stop the step: the table is not written (a stage's
+    file on disk has always passed its checks), and nothing downstream runs."""
+    yield from checks
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        detail = "; ".join(f"{c.check_name}: {getattr(c.metadata['violations'], 'value', c.metadata['violations'])} violation(s)" for c in failed)
+        raise BlockingCheckFailed(
+            f"{asset}: blocking check failed ({detail}); {path} was not written "
+            "(details: the check's metadata in neggen ui)"
+        )
 
 
 def _specs(asset: str, *checks: str) -> list[dg.AssetCheckSpec]:
@@ -49,8 +82,14 @@ def interactions(context: dg.AssetExecutionContext, neggen: NeggenResource):
     store = neggen.store(dataset_name)
     raw = neggen.raw_source(dataset_name)
     table = build_interactions(raw, dataset.kcore, dataset.split_seed, dataset.use_given_split)
-    path = store.write("interactions", table.interactions)
     frame = table.interactions
+    checked = {"interactions": frame}
+    yield from _validated("interactions", store.table_path("interactions"), [
+        _check_tables(checked, "interactions", "kcore_violations", k=dataset.kcore),
+        _check_tables(checked, "interactions", "duplicate_pairs"),
+        _check_tables(checked, "interactions", "users_without_train"),
+    ])  # fmt: skip
+    path = store.write("interactions", frame)
     removed = len(raw.interactions) - table.duplicates_collapsed - len(frame)
     rounds = "\n".join(
         f"| {r.round} | {r.interactions:,} | {r.users:,} | {r.items:,} |" for r in table.kcore_rounds
@@ -78,9 +117,6 @@ def interactions(context: dg.AssetExecutionContext, neggen: NeggenResource):
             "split_source": table.split_source,
         }
     )
-    yield _check(store, "interactions", "kcore_violations", ("interactions",), k=dataset.kcore)
-    yield _check(store, "interactions", "duplicate_pairs", ("interactions",))
-    yield _check(store, "interactions", "users_without_train", ("interactions",))
 
 
 def _side_table_asset(name: str, build, check: str, description: str):
@@ -99,6 +135,7 @@ def _side_table_asset(name: str, build, check: str, description: str):
         dataset_name = dataset_of(context)
         store = neggen.store(dataset_name)
         frame = build(neggen.raw_source(dataset_name), store.read("interactions"))
+        yield from _validated(name, store.table_path(name), [_check_tables({name: frame}, name, check)])
         path = store.write(name, frame)
         text = ("title", "brand", "categories", "description")
         filled = {f"with_{c}": int(frame[c].notna().sum()) for c in text if c in frame}
@@ -111,7 +148,6 @@ def _side_table_asset(name: str, build, check: str, description: str):
                 **{f"images_{status}": int(n) for status, n in images.items()},
             }
         )
-        yield _check(store, name, check, (name,))
 
     return _asset
 

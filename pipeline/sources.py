@@ -68,32 +68,77 @@ def _one(path: Path, pattern: str, what: str, required: bool = True) -> Path | N
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """Header and (line number, fields) rows of a quote-aware delimited file; checks widths."""
+    """Header and (line number, fields) rows of a quote-aware delimited file; checks widths.
+
+    A row's line number is the line it starts on: a quoted field may hold line breaks, and an
+    unclosed quote swallows the lines after it, so an error names the line where that happened.
+    A row equal to the header (a header repeated, e.g. files concatenated) is an error.
+    """
     handle = path.open(newline="", encoding="utf-8")
-    reader = csv.reader(handle, delimiter=delimiter)
+    consumed: list[str] = []  # the physical lines of the record being read
+
+    def lines() -> Iterator[str]:
+        for line in handle:
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    separated = "tab" if delimiter == chr(9) else repr(delimiter)
     try:
         header = next(reader)
     except StopIteration:
         handle.close()
         raise SourceError(f"{path}: file is empty (expected a header row)") from None
+    except csv.Error as err:
+        handle.close()
+        raise SourceError(f"{path}:1: {err}") from None
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         with handle:
-            try:
-                for fields in reader:
-                    if not fields:
-                        continue
-                    if len(fields) != len(header):
-                        raise SourceError(
-                            f"{path}:{reader.line_num}: expected {len(header)} "
-                            f"{'tab' if delimiter == chr(9) else repr(delimiter)}-separated fields "
-                            f"({', '.join(header)}), got {len(fields)}"
-                        )
-                    yield reader.line_num, fields
-            except csv.Error as err:
-                raise SourceError(f"{path}:{reader.line_num}: {err}") from None
+            while True:
+                consumed.clear()
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise SourceError(f"{path}:{reader.line_num - len(consumed) + 1}: {err}") from None
+                first = reader.line_num - len(consumed) + 1
+                if not fields:
+                    continue
+                if len(consumed) > 1 and _unclosed_quote(consumed, delimiter):
+                    raise SourceError(
+                        f"{path}:{first}: a quoted field opened on this line is never closed "
+                        f"(it runs to the end of the file, line {reader.line_num})"
+                    )
+                if fields == header:
+                    raise SourceError(
+                        f"{path}:{first}: the header line appears again here (files concatenated?); "
+                        "remove it: it would be read as data"
+                    )
+                if len(fields) != len(header):
+                    spans = (
+                        f" (this row runs from line {first} to line {reader.line_num}: a quoted field with "
+                        "line breaks, or a quote that is not closed)" if len(consumed) > 1 else ""
+                    )  # fmt: skip
+                    raise SourceError(
+                        f"{path}:{first}: expected {len(header)} {separated}-separated fields "
+                        f"({', '.join(header)}), got {len(fields)}{spans}"
+                    )
+                yield first, fields
 
     return header, rows()
+
+
+def _unclosed_quote(record_lines: list[str], delimiter: str) -> bool:
+    """Whether a record read across several lines ended inside a quoted field (at the end of
+    the file: the lenient reader then returns what it has instead of failing)."""
+    try:
+        for _ in csv.reader(record_lines, delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as err:
+        return "unexpected end of data" in str(err)
+    return False
 
 
 def _require(path: Path, header: list[str], names: tuple[str, ...]) -> None:

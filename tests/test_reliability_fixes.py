@@ -18,6 +18,7 @@ from neggen_model.synthetic import clustered_interactions
 from pipeline.definitions import all_assets
 from pipeline.llm.engines import EngineUnavailable, build_engine
 from pipeline.resources import NeggenResource
+from pipeline.sources import SourceError, read_source
 from pipeline.storage import DatasetStore
 
 
@@ -86,3 +87,68 @@ def test_vllm_usage_statistics_are_off_before_vllm_is_imported(tmp_path, monkeyp
     with pytest.raises(EngineUnavailable, match="vLLM is not importable"):
         build_engine({"kind": "vllm", "model": str(folder)})
     assert json.loads(record.read_text()) == {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+# -- source files ----------------------------------------------------------------------------
+
+
+def test_an_unclosed_quote_is_reported_on_its_own_line(tmp_path):
+    """csv reads on from an unclosed quote to the end of the file; the error named line 31."""
+    lines = ["itemID\ttitle\tbrand"] + [f"{i}\tTitle {i}\tBrand" for i in range(30)]
+    lines[5] = '4\t"Blanket, 2 pack\tAcme'  # line 6 of the file opens a quote and never closes it
+    (tmp_path / "toy.inter").write_text("userID\titemID\n0\t1\n")
+    (tmp_path / "items.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError) as caught:
+        read_source("mmrec", tmp_path)
+    assert "items.tsv:6: a quoted field opened on this line is never closed" in str(caught.value)
+
+    lines[5] = '4\t"Blanket, 2 pack'  # closed three lines later: one row of the wrong width
+    lines[8] = 'x"'
+    (tmp_path / "items.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError) as caught:
+        read_source("mmrec", tmp_path)
+    assert "items.tsv:6: expected 3 tab-separated fields" in str(caught.value)
+    assert "runs from line 6 to line 9" in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt, header", [("mmrec", "userID\titemID"), ("recbole", "user_id:token\titem_id:token")])
+def test_a_repeated_header_line_is_an_error_not_an_interaction(tmp_path, fmt, header):
+    rows = "\n".join(f"{u}\t{i}" for u in range(3) for i in range(3))
+    (tmp_path / "toy.inter").write_text(f"{header}\n{rows}\n{header}\n{rows}\n")
+    with pytest.raises(SourceError) as caught:
+        read_source(fmt, tmp_path)
+    assert "toy.inter:11: the header line appears again" in str(caught.value)
+
+
+def test_a_failed_blocking_check_writes_nothing(tmp_path):
+    """interactions.parquet was written before its blocking checks ran: a rejected table was
+    left on disk. Now a failed check stops the step and the stage's earlier file stays."""
+    from tests.test_pipeline_dagster import neggen
+
+    data = tmp_path / "data" / "toy"
+    data.mkdir(parents=True)
+    (tmp_path / "neggen.yaml").write_text("datasets:\n  toy: {format: mmrec, path: data/toy, kcore: 3}\n")
+    pairs = [(u, i) for u in range(12) for i in range(8) if (u + i) % 3]
+
+    def write_source(label_of_user0: int) -> None:
+        rows = [f"{u}\t{i}\t{label_of_user0 if u == 0 else (1 if i == 7 else 0)}" for u, i in pairs]
+        (data / "toy.inter").write_text("userID\titemID\tx_label\n" + "\n".join(rows) + "\n")
+
+    home = tmp_path / "home"
+    write_source(0)
+    good = neggen("materialize", "--dataset", "toy", "--select", "interactions", cwd=tmp_path, env_home=home)
+    assert good.returncode == 0, good.stderr
+    written = home / "toy" / "interactions.parquet"
+    before = written.read_bytes()
+
+    write_source(2)  # user 0 now has test interactions only
+    bad = neggen("materialize", "--dataset", "toy", "--select", "interactions", cwd=tmp_path, env_home=home)
+    assert bad.returncode == 1
+    assert "check users_without_train: FAILED" in bad.stderr
+    assert "users_without_train: 1 violation(s)" in bad.stderr and "was not written" in bad.stderr
+    assert written.read_bytes() == before
+    assert not [p for p in written.parent.iterdir() if p.name.endswith(".tmp")]
+
+    written.unlink()  # and with no earlier file, none appears
+    bad = neggen("materialize", "--dataset", "toy", "--select", "interactions", cwd=tmp_path, env_home=home)
+    assert bad.returncode == 1 and not written.exists()
