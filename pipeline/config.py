@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig
+from neggen_model.models import CONTENT_MODELS
 from pipeline.demo import DemoConfig
 from pipeline.llm.config import GenerationConfig
 
@@ -100,6 +101,70 @@ class StudyConfig(BaseModel):
         return value
 
 
+class BaselinesConfig(BaseModel):
+    """Which multi-modal baselines the `baselines` asset trains on a dataset, and their grids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[str, ...] = Field(
+        ("vbpr", "freedom"), description=f"Baselines to train, in order; known: {sorted(CONTENT_MODELS)}."
+    )
+    seeds: tuple[int, ...] = Field(
+        (2024, 2025, 2026), description="Seeds of the chosen setting; the grid runs at the first."
+    )
+    grid: dict[str, dict[str, tuple]] = Field(
+        default_factory=dict,
+        description="Per model, param -> values searched on validation Recall@20; replaces the model's "
+        "own grid ({} = no search: the defaults and `params`).",
+    )
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per model, params fixed for every run (e.g. freedom: {knn_k: 10})."
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in value if m not in CONTENT_MODELS]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; known: {sorted(CONTENT_MODELS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a baseline is listed twice: {list(value)}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct and at least one, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _params_of_known_models(self) -> BaselinesConfig:
+        for block in ("grid", "params"):
+            for model, values in getattr(self, block).items():
+                if model not in CONTENT_MODELS:
+                    raise ValueError(f"{block}.{model}: unknown baseline; known: {sorted(CONTENT_MODELS)}")
+                fields = CONTENT_MODELS[model].Params.model_fields
+                for name in values:
+                    if name not in fields:
+                        raise ValueError(f"{block}.{model}.{name}: unknown parameter; {model} has {sorted(fields)}")
+            for model, grid in self.grid.items():
+                for name, options in grid.items():
+                    if not options:
+                        raise ValueError(f"grid.{model}.{name}: give at least one value")
+                    for option in options:
+                        try:
+                            CONTENT_MODELS[model].parse_params(self.params.get(model, {}) | {name: option})
+                        except ValueError as err:
+                            raise ValueError(f"grid.{model}.{name}: {option!r} is invalid ({err})") from None
+        for model, fixed in self.params.items():
+            try:
+                CONTENT_MODELS[model].parse_params(fixed)
+            except ValueError as err:
+                raise ValueError(f"params.{model}: {err}") from None
+        return self
+
+
 class DatasetConfig(_Strict):
     """Where a dataset lives and how the data stage treats it."""
 
@@ -122,6 +187,9 @@ class DatasetConfig(_Strict):
     )
     neggen: dict | None = Field(
         default=None, description="Overrides of the global `neggen` block (nested keys merge, e.g. model.score_weight)."
+    )
+    baselines: dict | None = Field(
+        default=None, description="Overrides of the global `baselines` block (nested keys merge)."
     )
 
     @model_validator(mode="after")
@@ -146,6 +214,7 @@ class NeggenConfig(_Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     neggen: StudyConfig = Field(default_factory=StudyConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
 
     @model_validator(mode="after")
     def _builtin_demo(self) -> NeggenConfig:
@@ -187,6 +256,15 @@ class NeggenConfig(_Strict):
             return StudyConfig.model_validate(_merged(self.neggen.model_dump(), overrides))
         except ValidationError as err:
             raise ConfigError(_describe(err, prefix=f"datasets.{dataset}.neggen")) from None
+
+
+    def baselines_config(self, dataset: str) -> BaselinesConfig:
+        """The global `baselines` block with the dataset's overrides merged in and validated."""
+        overrides = self.dataset(dataset).baselines or {}
+        try:
+            return BaselinesConfig.model_validate(_merged(self.baselines.model_dump(), overrides))
+        except ValidationError as err:
+            raise ConfigError(_describe(err, prefix=f"datasets.{dataset}.baselines")) from None
 
 
 def _merged(base: dict, overrides: dict) -> dict:

@@ -33,8 +33,8 @@ class VBPRParams(ModelParams):
 class VBPR(ContentModel):
     name = "vbpr"
     Params = VBPRParams
-    # MMRec's VBPR.yaml searches reg_weight in [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5].
-    grid: ClassVar[dict[str, tuple]] = {"reg_weight": (1.0, 1e-1, 1e-2, 1e-3, 1e-4)}
+    # MMRec's VBPR.yaml: reg_weight in [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5].
+    grid: ClassVar[dict[str, tuple]] = {"reg_weight": (2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)}
 
     def __init__(self, data: InteractionData, config: TrainConfig, content: ItemContent, params=None):
         super().__init__(data, config, content, params)

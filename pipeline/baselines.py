@@ -1,0 +1,150 @@
+"""The multi-modal baselines stage: per dataset, each configured baseline (VBPR, FREEDOM, ...)
+with its small hyper-parameter grid searched at the first seed on validation Recall@20 only, then
+the chosen setting trained at every seed and tested once at its best validation epoch.
+
+Each run is an ordinary resumable Trainer run in `baselines/<model>-<key>/`, the key hashing the
+model, its params, the training config, the training graph and the item content, so a
+re-materialization reuses finished runs and resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from neggen_model.checkpoint import MODEL_META
+from neggen_model.config import TrainConfig
+from neggen_model.content import ItemContent, pool_item_content
+from neggen_model.data import InteractionData
+from neggen_model.models import CONTENT_MODELS, build_model
+from neggen_model.trainer import Trainer, TrainResult
+from pipeline.config import BaselinesConfig
+from pipeline.storage import DatasetStore
+from pipeline.study import load_item_features
+from pipeline.training import content_key, load_interaction_data, metric_rows, run_columns
+
+STAGE = "baselines"
+#: Metric rows of the chosen setting at every seed (joins the metrics table), and every grid run.
+METRICS_TABLE = "baselines_metrics"
+GRID_TABLE = "baselines_grid"
+SELECT_METRIC = "recall@20"
+
+
+@dataclass
+class BaselineRun:
+    model: str
+    params: dict
+    seed: int
+    run_dir: str
+    result: TrainResult
+
+
+@dataclass
+class BaselinesResult:
+    metrics: pd.DataFrame
+    grid: pd.DataFrame
+    chosen: dict[str, dict] = field(default_factory=dict)  # model -> chosen params
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not run
+
+
+def load_item_content(store: DatasetStore, n_items: int) -> ItemContent:
+    """The encoding stage's stores pooled to one vector per item and modality (neggen_model.content)."""
+    return pool_item_content(load_item_features(store, n_items))
+
+
+def grid_points(model: str, config: BaselinesConfig) -> list[dict]:
+    """Every setting of the model's grid (config's, else the model's own), over its fixed params."""
+    cls = CONTENT_MODELS[model]
+    grid = config.grid.get(model, cls.grid)
+    fixed = config.params.get(model, {})
+    names = sorted(grid)
+    points = [fixed | dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    return [cls.parse_params(point).model_dump(mode="json") for point in points] or [cls.parse_params(fixed).model_dump(mode="json")]
+
+
+def train_baseline(
+    store: DatasetStore,
+    model: str,
+    params: dict,
+    train_config: TrainConfig,
+    data: InteractionData,
+    content: ItemContent,
+    progress: bool = False,
+) -> BaselineRun:
+    """Train (or resume, or reuse) one baseline run in its keyed folder."""
+    key = content_key({"model": model, "params": params, "train": train_config.model_dump(mode="json"),
+                       "graph": data.train_fingerprint(), "content": content.fingerprint()})  # fmt: skip
+    run_dir = store.folder(STAGE) / f"{model}-{key}"
+    instance = build_model(model, data, train_config, content, params)
+    result = Trainer(instance, data, train_config, checkpoint_dir=run_dir, progress=progress).fit()
+    (run_dir / "params.json").write_text(json.dumps({"model": model, "params": params}, indent=2, sort_keys=True))
+    return BaselineRun(model, params, train_config.seed, f"{STAGE}/{run_dir.name}", result)
+
+
+def _finished_at(store: DatasetStore, run: BaselineRun) -> str:
+    stamp = (store.root / run.run_dir / MODEL_META).stat().st_mtime
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def run_baselines(
+    store: DatasetStore,
+    config: BaselinesConfig,
+    train_config: TrainConfig,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+) -> BaselinesResult:
+    """Grid at the first seed, chosen setting at every seed; writes METRICS_TABLE and GRID_TABLE."""
+    data = load_interaction_data(store)
+    content = load_item_content(store, data.n_items)
+    log(f"item content: {', '.join(f'{m} {v.shape[1]}-d' for m, v in content.matrices().items())}")
+    metrics, grid_rows, chosen, skipped = [], [], {}, {}
+    first, *others = config.seeds
+    for model in config.models:
+        reason = CONTENT_MODELS[model].skip_reason(content)
+        if reason:
+            skipped[model] = reason
+            log(f"skipping {model}: {reason}")
+            continue
+        runs = []
+        points = grid_points(model, config)
+        for index, params in enumerate(points, start=1):
+            run = train_baseline(store, model, params, train_config.model_copy(update={"seed": first}), data, content, progress)
+            runs.append(run)
+            grid_rows.append({"model": model, "seed": first, "params": json.dumps(params, sort_keys=True),
+                              f"valid_{SELECT_METRIC}": run.result.best_valid[SELECT_METRIC],
+                              "best_epoch": run.result.best_epoch, "epochs_run": run.result.epochs_run,
+                              "wall_seconds": run.result.wall_seconds, "run_dir": run.run_dir})  # fmt: skip
+            log(f"{model} grid [{index}/{len(points)}] {_changed(params, points)}: valid {SELECT_METRIC} "
+                f"{run.result.best_valid[SELECT_METRIC]:.4f} (best epoch {run.result.best_epoch}, {run.result.wall_seconds:.1f}s)")  # fmt: skip
+        # Validation only; the first setting in grid order wins a tie.
+        best = max(runs, key=lambda r: (r.result.best_valid[SELECT_METRIC], -runs.index(r)))
+        chosen[model] = best.params
+        finals = [best] + [
+            train_baseline(store, model, best.params, train_config.model_copy(update={"seed": s}), data, content, progress)
+            for s in others
+        ]
+        for run in finals:
+            r = run.result
+            columns = run_columns(model, "main", run.seed, run.run_dir)
+            metrics.extend(metric_rows(columns, asdict(r), STAGE, store.dataset, _finished_at(store, run)))
+            log(f"{model} seed {run.seed}: best epoch {r.best_epoch}/{r.epochs_run}, valid {SELECT_METRIC} "
+                f"{r.best_valid[SELECT_METRIC]:.4f}, test {SELECT_METRIC} {r.test['mmrec'][SELECT_METRIC]:.4f} ({r.wall_seconds:.1f}s)")  # fmt: skip
+    out = BaselinesResult(pd.DataFrame(metrics), pd.DataFrame(grid_rows), chosen, skipped)
+    for table, frame in ((METRICS_TABLE, out.metrics), (GRID_TABLE, out.grid)):
+        if len(frame):
+            store.write(table, frame)
+        else:  # nothing ran: no stale rows of an earlier config may reach the metrics table
+            store.table_path(table).unlink(missing_ok=True)
+    return out
+
+
+def _changed(params: dict, points: list[dict]) -> str:
+    """The params that vary over the grid, as k=v."""
+    varying = [k for k in params if len({json.dumps(p[k]) for p in points}) > 1]
+    return " ".join(f"{k}={params[k]}" for k in varying) or "defaults"
+
