@@ -33,7 +33,8 @@ def _results(context: dg.AssetExecutionContext, asset: str, path, run: EncodingR
     deps=["item_descriptions", "negative_descriptions", "direct_negatives"],
     check_specs=[
         dg.AssetCheckSpec("original_and_generated", asset=TEXT_STAGE, blocking=True,
-                          description="Every item has an original and a generated vector for each field it has."),
+                          description="Every item has an original and a generated vector for each field it "
+                                      "has, or the generation stage recorded it as failed."),
         dg.AssetCheckSpec("finite", asset=TEXT_STAGE, blocking=True, description=_FINITE),
         dg.AssetCheckSpec("dims", asset=TEXT_STAGE, blocking=True, description=_DIMS),
     ],  # fmt: skip

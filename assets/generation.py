@@ -3,12 +3,14 @@
 item_descriptions → masked_descriptions → negative_descriptions, and item_descriptions →
 direct_negatives. Each writes `<asset>.parquet` (one row per item: item_id, text, engine,
 model, template_version, cache_hit, attempts) and `<asset>_failures.parquet` (items whose
-outputs stayed invalid after the retries, with the reason). Generations are cached by content
+outputs stayed invalid after the retries, with the reason, and items that failed in an earlier
+stage, with that stage's reason: `upstream: <stage>: ...`). Generations are cached by content
 in `<home>/<dataset>/generation_cache/`, so a re-run regenerates only what changed and a
 crash loses nothing already generated.
 """
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from assets.partitions import dataset_of, dataset_partitions
@@ -44,11 +46,20 @@ def _generation_asset(name: str, deps: list[str], description: str):
         dataset = dataset_of(context)
         store = neggen.store(dataset)
         run = run_generation_stage(store, name, neggen.config.generation_config(dataset))
-        similarity = run.meta.get("similarity") or {}
+        meta = run.meta
+        context.log.info(
+            f"{name}: {meta['ok']} of {meta['items']} items generated, {meta['failed']} failed "
+            f"({meta['failed_here']} here, {meta['failed_upstream']} upstream; failed at: {meta['failed_at']})"
+        )
+        if len(run.failures):
+            reasons = run.failures["reason"].str.slice(0, 160).value_counts().head(3)
+            for reason, n in reasons.items():
+                context.log.warning(f"{name}: {n} item(s): {reason}")
+        similarity = meta.get("similarity") or {}
         yield dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(store.table_path(name))),
-                **{k: v for k, v in run.meta.items() if isinstance(v, int | float | str)},
+                **{k: v for k, v in meta.items() if isinstance(v, int | float | str)},
                 **({"hardness_token_jaccard": round(similarity["mean"], 4)} if similarity else {}),
             }
         )
@@ -58,6 +69,7 @@ def _generation_asset(name: str, deps: list[str], description: str):
         yield dg.AssetCheckResult(
             check_name="coverage", passed=not missing,
             metadata={"items": len(items), "outputs": len(run.outputs), "failures": len(run.failures),
+                      "failures_here": meta["failed_here"], "failures_upstream": meta["failed_upstream"],
                       "missing": len(missing), "sample_missing": str(missing[:10])},
         )
         invalid = _invalid_outputs(store, name, run.outputs)
@@ -80,8 +92,9 @@ def _invalid_outputs(store, name: str, outputs: pd.DataFrame) -> pd.DataFrame:
         check(stage, row.text, getattr(row, "item_descriptions", ""), getattr(row, "masked_descriptions", ""))
         for row in frame.itertuples(index=False)
     ]
-    reasons = pd.Series([v.reason for v in verdicts], index=frame.index)
-    return frame.assign(reason=reasons)[[not v.ok for v in verdicts]][["item_id", "reason"]]
+    reasons = pd.Series([v.reason for v in verdicts], index=frame.index, dtype=object)
+    invalid = np.array([not v.ok for v in verdicts], dtype=bool)  # also right for no outputs at all
+    return frame.assign(reason=reasons).loc[invalid, ["item_id", "reason"]]
 
 
 item_descriptions = _generation_asset(

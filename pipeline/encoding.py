@@ -45,6 +45,7 @@ CACHE_FOLDER = "embedding_cache"
 # Which description table gives which `version`; direct_negatives is optional.
 VERSION_OF_TABLE = {"item_descriptions": "original", "negative_descriptions": "generated", "direct_negatives": "direct"}
 OPTIONAL_TABLES = ("direct_negatives",)
+DESCRIPTION_FAILURES = "item_descriptions_failures"
 NEGATIVE_FAILURES = "negative_descriptions_failures"
 VISUAL_TEXT_FIELD = "image"  # the picture described as text (§3.2.1): visual modality
 IMAGE_FIELD = "image_features"
@@ -216,12 +217,22 @@ def build_text_embeddings(store: DatasetStore, config: EncodingConfig) -> Encodi
         "fields": ", ".join(rows["field"].unique()),
     }  # fmt: skip
     item_ids = store.read("items", columns=["item_id"])["item_id"]
-    failed = NEGATIVE_FAILURES
-    # The generation stage records the items it could not write a negative for (its coverage
-    # check accepts them); they keep their original tokens only, and NegGen gives them no contrast.
-    without_negative = set(store.read(failed, columns=["item_id"])["item_id"]) if store.table_path(failed).exists() else set()
+    # The generation stage records the items it could not describe or write a negative for (its
+    # coverage checks accept them, and an item that failed upstream is recorded in every later
+    # stage). Without a description an item has no original text tokens; without a negative it
+    # keeps its original tokens only, and NegGen gives it no contrast.
+    without_description = _failed_items(store, DESCRIPTION_FAILURES)
+    without_negative = _failed_items(store, NEGATIVE_FAILURES)
+    meta["items_without_description"] = len(without_description)
     meta["items_without_negative"] = len(without_negative)
-    return EncodingRun(table, meta, [_pairing_check(rows, item_ids, without_negative), *vector_checks(table)])
+    pairing = _pairing_check(rows, item_ids, {"original": without_description, "generated": without_negative})
+    return EncodingRun(table, meta, [pairing, *vector_checks(table)])
+
+
+def _failed_items(store: DatasetStore, failures: str) -> set[int]:
+    if not store.table_path(failures).exists():
+        return set()
+    return {int(i) for i in store.read(failures, columns=["item_id"])["item_id"]}
 
 
 def build_image_embeddings(store: DatasetStore, config: EncodingConfig, dataset_folder: Path | None) -> EncodingRun:
@@ -288,11 +299,17 @@ def pairing_gaps(rows: pd.DataFrame, item_ids: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(gaps, columns=["item_id", "field", "missing"])
 
 
-def _pairing_check(rows: pd.DataFrame, item_ids: Sequence[int], without_negative: set[int]) -> Check:
+def _pairing_check(rows: pd.DataFrame, item_ids: Sequence[int], excused: dict[str, set[int]]) -> Check:
+    """`pairing_gaps`, except the versions the generation stage recorded as failed for an item
+    (`excused`: version -> item ids)."""
     gaps = pairing_gaps(rows, item_ids)
-    gaps = gaps[~(gaps["item_id"].isin(without_negative) & (gaps["missing"] == "generated"))]
+    recorded = np.zeros(len(gaps), dtype=bool)
+    for version, items in excused.items():
+        recorded |= (gaps["missing"] == version).to_numpy() & gaps["item_id"].isin(items).to_numpy()
+    gaps = gaps[~recorded]
     return Check("original_and_generated", gaps.empty, {
         "items": len(item_ids), "gaps": len(gaps), "items_with_gaps": int(gaps["item_id"].nunique()),
+        "gaps_of_recorded_failures": int(recorded.sum()),
         "sample": gaps.head(10).to_string(index=False) if len(gaps) else "none",
     })  # fmt: skip
 

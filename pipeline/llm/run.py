@@ -39,7 +39,9 @@ STAGES: tuple[str, ...] = tuple(STAGE_TEMPLATES)
 SOURCE_COLUMN = "description_text"
 MASKED_COLUMN = "masked_text"
 OUTPUT_COLUMNS = ["item_id", "text", "engine", "model", "template_version", "cache_hit", "attempts"]
-FAILURE_COLUMNS = ["item_id", "stage", "reason", "last_output", "attempts"]
+# `failed_at`: the stage where the item failed: this one, or an earlier one whose output it lacks
+# (see pipeline/generation.py: such items are recorded in every later stage, reason "upstream: ...").
+FAILURE_COLUMNS = ["item_id", "stage", "reason", "last_output", "attempts", "failed_at"]
 
 
 class StageRun(NamedTuple):
@@ -204,7 +206,7 @@ def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, 
     for item in pending:
         reason, text = last[id(item)]
         failures.append({"item_id": item.item_id, "stage": stage, "reason": reason, "last_output": text,
-                         "attempts": max_attempts})  # fmt: skip
+                         "attempts": max_attempts, "failed_at": stage})  # fmt: skip
 
 
 def _lookup_or_generate(requests: list[Request], engine: Engine, cache: GenerationCache | None,
