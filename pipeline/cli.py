@@ -76,13 +76,15 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
 
 
 def run_sql(config: NeggenConfig, dataset: str, query: str | None, as_csv: bool) -> int:
-    from pipeline.duck import attach_stage_views, connect
+    """Query a dataset's stages in a read-only, sandboxed DuckDB (pipeline/duck.py)."""
+    import duckdb
+
+    from pipeline.duck import QueryRefused, read_only_stage_connection, run_read_only
     from pipeline.storage import DatasetStore
 
     config.dataset(dataset)
     store = DatasetStore(config.home, dataset)
-    con = connect()
-    views = attach_stage_views(con, store)
+    con, views = read_only_stage_connection(store)
     if not views:
         print(
             f"neggen: nothing is materialized for `{dataset}` under {store.root}; "
@@ -91,20 +93,22 @@ def run_sql(config: NeggenConfig, dataset: str, query: str | None, as_csv: bool)
         )
         return 1
     if query is None:
-        counts = con.sql(
-            " UNION ALL ".join(f"SELECT '{v}' AS view, count(*) AS rows FROM {v}" for v in views)
+        query = " UNION ALL ".join(f"SELECT '{v}' AS view, count(*) AS rows FROM {v}" for v in views)
+    try:
+        relation = run_read_only(con, query)
+    except QueryRefused as err:
+        example = store.table_path(views[0])
+        print(
+            f"neggen: refused: {err}. neggen sql is read-only; for a writable DuckDB, run `duckdb` on the "
+            f"parquet files directly, e.g. duckdb -c \"SELECT * FROM '{example}' LIMIT 5\"",
+            file=sys.stderr,
         )
-        relation = counts
-    else:
-        import duckdb
-
-        try:
-            relation = con.sql(query)
-        except duckdb.Error as err:
-            print(f"neggen: query failed: {err}", file=sys.stderr)
-            return 1
-        if relation is None:  # a statement without a result, e.g. CREATE
-            return 0
+        return 2
+    except duckdb.Error as err:
+        print(f"neggen: query failed: {err}", file=sys.stderr)
+        return 1
+    if relation is None:  # a statement without a result
+        return 0
     if as_csv:
         relation.df().to_csv(sys.stdout, index=False)
     else:
