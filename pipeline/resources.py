@@ -1,11 +1,20 @@
-"""The Dagster resource every asset uses: the validated config and the dataset stores."""
+"""The Dagster resource every asset uses: the validated config and the dataset stores.
+
+While a run (or a step process of a run) uses it, it holds the lock of the run's dataset
+(pipeline/lock.py): one writer per dataset home; a second one waits and says for whom.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
 
 import dagster as dg
 
 from pipeline.config import DatasetConfig, NeggenConfig, load_config
 from pipeline.demo import write_demo_source
+from pipeline.lock import dataset_lock
 from pipeline.sources import RawSource, read_amazon2014, read_source
 from pipeline.storage import DatasetStore
 
@@ -14,6 +23,27 @@ class NeggenResource(dg.ConfigurableResource):
     """Config file location; everything else is derived from the validated config."""
 
     config_path: str | None = None
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        """The resource, with the lock of the run's dataset held while the run (or step) works."""
+        run = context.dagster_run
+        dataset = run.tags.get("dagster/partition") if run is not None else None
+        if dataset is None:  # not a partitioned run: no dataset to lock
+            yield self
+            return
+        root = self.store(dataset).root
+        command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:4]]) if sys.argv else "python"
+        what = f"run {run.run_id[:8]} of {run.job_name}: {command}"
+
+        def waiting(message: str) -> None:
+            if context.log is not None:
+                context.log.warning(message)  # the CLI's progress lines, the run's log in the UI
+            else:
+                print(f"neggen: {message}", file=sys.stderr, flush=True)
+
+        with dataset_lock(root, what, on_wait=waiting):
+            yield self
 
     @property
     def config(self) -> NeggenConfig:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from tests.conftest import REPO
@@ -81,3 +82,63 @@ def test_two_processes_writing_the_same_checkpoint_files_do_not_collide(tmp_path
         assert out.strip() == "ok"
     files = sorted(p.name for p in folder.iterdir() if not p.name.startswith(("a-in", "b-done")))
     assert files == ["latest_run.json", "state-00008.safetensors", "train_state.json"]  # no temporary file left
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+
+    from pipeline.lock import dataset_lock
+
+    with dataset_lock(Path(sys.argv[1]), "the test's first writer"):
+        print("locked", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_second_writer_waits_and_a_killed_holder_frees_the_lock(tmp_path):
+    """Nothing took a lock: two runs on one home wrote over each other. Now the second one
+    says who holds the dataset and waits; kill -9 of the holder frees the lock."""
+    data = tmp_path / "data" / "toy"
+    data.mkdir(parents=True)
+    rows = [f"{u}\t{i}" for u in range(12) for i in range(8) if (u + i) % 3]
+    (data / "toy.inter").write_text("userID\titemID\n" + "\n".join(rows) + "\n")
+    (tmp_path / "neggen.yaml").write_text("datasets:\n  toy: {format: mmrec, path: data/toy, kcore: 3}\n")
+    home = tmp_path / "home"
+    env = {**ENV, "NEGGEN_HOME": str(home), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    env.pop("NEGGEN_CONFIG", None)
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(home / "toy")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    writer = None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "materialize", "--dataset", "toy", "--select", "interactions"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(writer.stderr), daemon=True)
+        reader.start()
+        deadline = time.time() + 120
+        while not any("waiting for it to finish" in line for line in lines):
+            assert writer.poll() is None, "".join(lines)
+            assert time.time() < deadline, "the second writer never said it waits: " + "".join(lines)
+            time.sleep(0.2)
+        said = next(line for line in lines if "waiting for it to finish" in line)
+        assert f"{home / 'toy'} is being written by pid {holder.pid} (the test's first writer" in said
+        time.sleep(1.0)
+        assert writer.poll() is None and not (home / "toy" / "interactions.parquet").exists()
+
+        os.kill(holder.pid, signal.SIGKILL)  # a crash: the kernel frees the lock
+        assert writer.wait(timeout=120) == 0, "".join(lines)
+        reader.join(timeout=10)
+        assert (home / "toy" / "interactions.parquet").exists()
+        assert any("[1/1] interactions done" in line for line in lines)
+    finally:
+        for process in (holder, writer):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
