@@ -10,6 +10,7 @@ import dagster as dg
 from assets.partitions import dataset_of, dataset_partitions
 from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE, EncodingRun, build_image_embeddings, build_text_embeddings
 from pipeline.resources import NeggenResource
+from pipeline.study import HARDNESS_TABLE, hardness_table
 
 _FINITE = "No vector holds NaN or inf."
 _DIMS = "All vectors come from one encoder and have one dimension."
@@ -66,3 +67,29 @@ def image_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
     store = neggen.store(dataset)
     run = build_image_embeddings(store, neggen.config.encoding_config(dataset), neggen.dataset(dataset).path)
     yield from _results(context, IMAGE_STAGE, store.table_path(IMAGE_STAGE), run)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="encoding",
+    kinds={"parquet"},
+    deps=[TEXT_STAGE, IMAGE_STAGE],
+    description="How hard each item's negative is, per negative source (generated, direct): `hardness` = "
+    "cosine of the item's regenerated attribute encodings before and after (1 = unchanged), `cohesion` = "
+    "cosine of the negative with its nearest other real item, `changed_tokens` = attributes changed. "
+    "Items whose generation failed keep their original tokens (changed_tokens 0).",
+)
+def negative_hardness(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
+    store = neggen.store(dataset_of(context))
+    table = hardness_table(store)
+    path = store.write(HARDNESS_TABLE, table)
+    summary = table.groupby("source")[["hardness", "cohesion", "changed_tokens"]].mean().round(4)
+    unchanged = table[table.changed_tokens == 0].groupby("source").size().reindex(summary.index, fill_value=0)
+    context.log.info(f"negative hardness (means per source):\n{summary.to_string()}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "means": dg.MetadataValue.md(summary.to_string()),
+            "items_without_a_changed_negative": dg.MetadataValue.json(unchanged.to_dict()),
+        }
+    )

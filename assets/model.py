@@ -9,7 +9,7 @@ import dagster as dg
 from assets.partitions import dataset_of, dataset_partitions
 from pipeline.resources import NeggenResource
 from pipeline.study import HISTORY_TABLE, STAGE, run_study
-from pipeline.training import METRICS_STAGE, STUDY_METRICS, collect_metrics, train_recommender
+from pipeline.training import METRICS_STAGE, RUN_KEY, STUDY_METRICS, collect_metrics, train_recommender
 
 
 @dg.asset(
@@ -55,7 +55,7 @@ def neggen_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> d
     summary = result.summary()
     # One seed has no std (pivot_table drops the all-NaN column): the table is NaN, not a KeyError.
     std = summary["std"] if "std" in summary.columns.get_level_values(0) else summary["mean"] * float("nan")
-    runs = result.metrics.groupby(["model", "study", "seed", "score_weight", "align_weight", "temperature"], dropna=False)
+    runs = result.metrics.groupby(RUN_KEY, dropna=False)
     return dg.MaterializeResult(
         metadata={
             "runs": runs.ngroups,

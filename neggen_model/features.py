@@ -96,3 +96,37 @@ class ItemFeatures:
             present=present,
             negative_present=negative_present,
         )
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norm > 0, norm, 1.0)
+
+
+def negative_hardness(features: ItemFeatures, source: NegativeSource = "generated", chunk: int = 2048) -> dict[str, np.ndarray]:
+    """How close each item's negative is to the item itself and to the real catalogue.
+
+    An item is represented by its present tokens that the source regenerates (a picture is never
+    regenerated and would only inflate the similarity), each scaled to unit norm and concatenated.
+    Per item:
+
+    * `hardness`: cosine of that vector for the original and for the negative: 1 = the negative is
+      the item itself, low = a different item (the paper's "related but different" sits between);
+    * `cohesion`: cosine of the negative with the nearest *other* real item: high = the negative
+      looks like an item the catalogue has (every attribute swapped often makes another real item);
+    * `changed_tokens`: how many of the item's tokens the source changed.
+    """
+    regenerated = [t for t in features.tokens if source in t.versions and not np.array_equal(t.versions[source], t.versions["original"])]
+    if not regenerated:
+        raise ValueError(f"no token has {source!r} vectors that differ from the originals")
+    original = np.concatenate([_unit_rows(t.versions["original"]) * t.present[:, None] for t in regenerated], axis=1)
+    negative = np.concatenate([_unit_rows(t.versions[source]) * t.present[:, None] for t in regenerated], axis=1)
+    changed = sum((np.abs(t.versions[source] - t.versions["original"]).max(axis=1) > 0).astype(np.int64) for t in regenerated)
+    original, negative = _unit_rows(original.astype(np.float32)), _unit_rows(negative.astype(np.float32))
+    hardness = np.einsum("ij,ij->i", original, negative)
+    cohesion = np.empty(features.n_items, np.float32)
+    for start in range(0, features.n_items, chunk):
+        block = negative[start : start + chunk] @ original.T  # [chunk, n_items]
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not the item itself
+        cohesion[start : start + chunk] = block.max(axis=1)
+    return {"hardness": hardness, "cohesion": cohesion, "changed_tokens": changed}

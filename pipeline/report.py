@@ -22,12 +22,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
-from neggen_model.config import VARIANTS
+from neggen_model.config import SWEPT_PARAMETERS, VARIANTS
 from neggen_model.models.neggen import GRADIENT_COLUMNS
 
 METRICS_COLUMNS = (
-    "model", "study", "seed", "split", "mode", "metric", "k", "value", "best_epoch",
-    "score_weight", "align_weight", "temperature",
+    "model", "study", "seed", "split", "mode", "metric", "k", "value", "best_epoch", *SWEPT_PARAMETERS,
 )
 HISTORY_COLUMNS = ("model", "study", "seed", "epoch", *GRADIENT_COLUMNS.values())
 
@@ -47,6 +46,7 @@ FIG6_SOURCES = (("lightgcn", "uniform (LightGCN)"), ("wo_both", "uniform"),
                 ("wo_cf", "generated"), ("direct_wo_cf", "direct"))
 # (column, axis label, log x-axis) of Fig. 7's panels.
 FIG7_PARAMETERS = (("score_weight", "λ (score weight)", False),
+                   ("counterfactual_weight", "β (counterfactual weight)", False),
                    ("align_weight", "α (alignment weight)", True),
                    ("temperature", "τ (temperature)", False))
 FIGURE_FILES = {"fig6": "fig6_convergence.png", "fig7": "fig7_sensitivity.png", "fig3": "fig3_gradients.png"}
@@ -161,22 +161,25 @@ def table_specs(models: set[str]) -> list[TableSpec]:
     baselines += sorted(m for m in models if m not in NEGGEN_VARIANTS and m not in BASELINE_LABELS)
     return [
         TableSpec("table2", "Table 2: overall performance",
-                  "NegGen against the collaborative-filtering baselines it builds on (LightGCN is its base "
-                  "recommender). ΔImprov. is NegGen's relative gain over the best other model of each column; "
+                  "NegGen against the baselines (LightGCN is its base recommender) and against NegGen as printed "
+                  "(eq. 19 on a frozen base: NegGen (paper)). ΔImprov. is NegGen's relative gain over the best "
+                  "other model of each column; "
                   "p-val is a paired t-test (scipy ttest_rel) of NegGen against that model over the seeds both ran, "
                   "n = number of paired seeds (n/a below 2).",
-                  tuple((m, BASELINE_LABELS.get(m, m)) for m in baselines) + ((NEGGEN, "NegGen"),),
+                  tuple((m, BASELINE_LABELS.get(m, m)) for m in baselines)
+                  + (("neggen_paper", "NegGen (paper)"), (NEGGEN, "NegGen")),
                   min_rows=1, compare=True),
         TableSpec("table4", "Table 4: modality ablation",
                   "NegGen with visual inputs only (V), textual inputs only (T) and both (V&T); "
                   "V&T above both single modalities means NegGen uses the modalities together (§4.3).",
                   (("visual_only", "V"), ("text_only", "T"), (NEGGEN, "V&T")), min_rows=2),
         TableSpec("table5", "Table 5: module ablation",
-                  "NegGen without generated negatives (uniform sampling instead), without the causal module, "
-                  "and without both; a drop against NegGen is what the removed part contributes (§4.5). "
-                  "\"fine-tuned base\" also trains LightGCN's embeddings (NegGen keeps them frozen).",
+                  "NegGen without generated negatives (a uniformly drawn other item as each item's counterfactual), "
+                  "without the causal part (no counterfactual term), and without both; a drop against NegGen is what "
+                  "the removed part contributes (§4.5). \"frozen base\" keeps LightGCN's embeddings as the base run "
+                  "left them (NegGen fine-tunes them).",
                   (("wo_neg", "w/o NEG"), ("wo_cf", "w/o CF"), ("wo_both", "w/o both"),
-                   ("finetune", "fine-tuned base"), (NEGGEN, "NegGen")),
+                   ("frozen_base", "frozen base"), (NEGGEN, "NegGen")),
                   min_rows=2),
         TableSpec("section2_1", "§2.1: source of negatives",
                   "LightGCN with uniformly sampled negatives, NegGen trained on negatives written in one step "
@@ -304,16 +307,16 @@ def _figure_sensitivity(main: pd.DataFrame, test: pd.DataFrame, mode: str) -> Dr
         raise ValueError(f"main-study neggen runs of the sweep seeds disagree on the defaults: {defaults.to_dict('records')}")
     default = defaults.iloc[0]
     varied = pd.DataFrame({n: ~np.isclose(sweep[n], default[n], rtol=1e-9, atol=0) for n in names}, index=sweep.index)
-    figure = Figure(figsize=(13, 4), dpi=100)
+    figure = Figure(figsize=(4.4 * len(FIG7_PARAMETERS), 4), dpi=100)
     for index, (name, label, log_x) in enumerate(FIG7_PARAMETERS):
         # A run belongs to a panel when it varies that parameter alone; the default point is shared.
         points = pd.concat([sweep[varied[name] & (varied.sum(axis=1) == 1)], anchors])
-        axes = figure.add_subplot(1, 3, index + 1)
+        axes = figure.add_subplot(1, len(FIG7_PARAMETERS), index + 1)
         for metric, metric_label in (("ndcg", "NDCG@20"), ("recall", "Recall@20")):
             curve = _metric_rows(points, metric, 20).groupby(name).value.agg(["mean", "std"]).sort_index()
             axes.errorbar(curve.index, curve["mean"], yerr=curve["std"].fillna(0), marker="o", capsize=3, label=metric_label)
         axes.axvline(default[name], color="grey", linestyle=":", linewidth=1)
-        if log_x and points[name].nunique() > 1:  # a lone default point has no log range
+        if log_x and points[name].nunique() > 1 and (points[name] > 0).all():  # log needs a range above 0
             axes.set_xscale("log")
         axes.set_xlabel(label)
         axes.set_ylabel(f"test metric ({mode})")
@@ -323,7 +326,8 @@ def _figure_sensitivity(main: pd.DataFrame, test: pd.DataFrame, mode: str) -> Dr
     seeds = ", ".join(str(s) for s in sorted(sweep.seed.unique()))
     mixed = sweep[varied.sum(axis=1) > 1].groupby(names).ngroups
     reading = (f"Each panel varies one hyper-parameter with the others at the defaults "
-               f"(λ={default.score_weight:g}, α={default.align_weight:g}, τ={default.temperature:g}; dotted line: "
+               f"(λ={default.score_weight:g}, β={default.counterfactual_weight:g}, α={default.align_weight:g}, "
+               f"τ={default.temperature:g}; dotted line: "
                f"the main run of the same seed); seed(s) {seeds}. Error bars, where shown, are one std over seeds.")
     if mixed:
         reading += f" {mixed} sensitivity setting(s) varying more than one parameter are not plotted."

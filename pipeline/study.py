@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from neggen_model.checkpoint import MODEL_META, load_model
-from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig, variant_config
-from neggen_model.features import ItemFeatures, ModalityToken
+from neggen_model.config import SWEPT_PARAMETERS, VARIANTS, NegGenConfig, TrainConfig, variant_config
+from neggen_model.features import ItemFeatures, ModalityToken, negative_hardness
 from neggen_model.models.neggen import GRADIENT_COLUMNS, NegGen
 from neggen_model.trainer import Trainer
 from pipeline.config import StudyConfig
@@ -39,6 +39,7 @@ from pipeline.training import (
 
 STAGE = "neggen_model"
 HISTORY_TABLE = "neggen_history"
+HARDNESS_TABLE = "negative_hardness"
 # Versions of an attribute in the text store other than the item's own: one per negative source.
 NEGATIVE_VERSIONS = tuple(v for v in VERSION_OF_TABLE.values() if v != "original")
 
@@ -95,6 +96,18 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
             same = dict.fromkeys(("original", *NEGATIVE_VERSIONS), original)
             tokens.append(ModalityToken(IMAGE_FIELD, "visual", same, present))
     return ItemFeatures(n_items, tuple(tokens))
+
+
+def hardness_table(store: DatasetStore) -> pd.DataFrame:
+    """negative_hardness per item and negative source (see neggen_model.features.negative_hardness)."""
+    interactions = store.read("items", columns=["item_id"])
+    features = load_item_features(store, len(interactions))
+    frames = []
+    for source in NEGATIVE_VERSIONS:
+        if all(source in t.versions for t in features.tokens):
+            measures = negative_hardness(features, source)
+            frames.append(pd.DataFrame({"item_id": np.arange(features.n_items), "source": source, **measures}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def features_fingerprint(features: ItemFeatures) -> str:
@@ -181,7 +194,7 @@ def run_study(
         columns = run_columns(model, study_name, r.seed, f"{run.stage}/{run.run_dir.name}", config)
         metrics.extend(metric_rows(columns, asdict(r), run.stage, store.dataset, _finished_at(run.run_dir)))
         history.append(pd.DataFrame(r.history).assign(**columns))
-        swept = f" λ={config.score_weight} α={config.align_weight} τ={config.temperature}" if study_name != "main" else ""
+        swept = "".join(f" {name}={getattr(config, name)}" for name in SWEPT_PARAMETERS) if study_name != "main" else ""
         log(
             f"[{index}/{total}] {model} seed {r.seed}{swept}: best epoch {r.best_epoch}/{r.epochs_run}, "
             f"valid recall@20 {r.best_valid['recall@20']:.4f}, test recall@20 {r.test['mmrec']['recall@20']:.4f} "

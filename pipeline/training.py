@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neggen_model.config import NegGenConfig, TrainConfig
+from neggen_model.config import SWEPT_PARAMETERS, NegGenConfig, TrainConfig
 from neggen_model.data import InteractionData
 from neggen_model.models import build_model
 from neggen_model.trainer import Trainer, TrainResult
@@ -27,8 +27,11 @@ BASE_MODEL = "lightgcn"
 MODEL_STAGES = (BASE_STAGE,)
 # The NegGen stage's table of metric rows (every run it trained), appended to the metrics table.
 STUDY_METRICS = "neggen_metrics"
-# One row per run (model, study, seed, λ, α, τ) and metric: a run present twice counts once.
-METRIC_KEY = ["model", "study", "seed", "score_weight", "align_weight", "temperature", "split", "mode", "metric", "k"]
+# The baselines stage's table of metric rows (pipeline/baselines.py), appended the same way.
+BASELINES_METRICS = "baselines_metrics"
+# One row per run (model, study, seed, λ, β, α, τ) and metric: a run present twice counts once.
+RUN_KEY = ["model", "study", "seed", *SWEPT_PARAMETERS]
+METRIC_KEY = [*RUN_KEY, "split", "mode", "metric", "k"]
 RUN_RECORD = "latest_run.json"
 
 
@@ -123,16 +126,9 @@ def train_recommender(
 
 
 def run_columns(model: str, study: str, seed: int, run_dir: str, config: NegGenConfig | None = None) -> dict:
-    """The columns naming a run in the metrics and history tables (λ/α/τ NaN for non-NegGen runs)."""
-    return {
-        "model": model,
-        "study": study,
-        "seed": seed,
-        "score_weight": config.score_weight if config else float("nan"),
-        "align_weight": config.align_weight if config else float("nan"),
-        "temperature": config.temperature if config else float("nan"),
-        "run_dir": run_dir,
-    }
+    """The columns naming a run in the metrics and history tables (λ/β/α/τ NaN for non-NegGen runs)."""
+    swept = {name: getattr(config, name) if config else float("nan") for name in SWEPT_PARAMETERS}
+    return {"model": model, "study": study, "seed": seed, **swept, "run_dir": run_dir}
 
 
 def metric_rows(columns: dict, result: dict, stage: str, dataset: str, finished_at: str) -> list[dict]:
@@ -151,7 +147,7 @@ def metric_rows(columns: dict, result: dict, stage: str, dataset: str, finished_
 
 
 def collect_metrics(store: DatasetStore) -> pd.DataFrame:
-    """Metric rows of every model stage's latest run and of every NegGen stage run."""
+    """Metric rows of every model stage's latest run, of every NegGen stage run and of the baselines."""
     frames = []
     for stage in MODEL_STAGES:
         record_path = store.root / stage / RUN_RECORD
@@ -161,8 +157,9 @@ def collect_metrics(store: DatasetStore) -> pd.DataFrame:
         result = record["result"]
         columns = run_columns(record["model"], "main", result["seed"], f"{stage}/{record['run_dir']}")
         frames.append(pd.DataFrame(metric_rows(columns, result, stage, store.dataset, record["finished_at"])))
-    if store.table_path(STUDY_METRICS).exists():
-        frames.append(store.read(STUDY_METRICS))
+    for table in (STUDY_METRICS, BASELINES_METRICS):
+        if store.table_path(table).exists():
+            frames.append(store.read(table))
     if not frames:
         raise FileNotFoundError(f"no finished model run under {store.root}; materialize base_model first")
     table = pd.concat(frames, ignore_index=True)

@@ -145,3 +145,27 @@ def test_beauty_brands_become_other_catalogue_brands():
             with_brand += 1
     assert with_brand > 0.7 * len(frame)
     assert meta["items_per_s"] > 200
+
+
+def test_max_attributes_swaps_fewer_types_and_makes_harder_negatives(demo):
+    """`max_attributes` limits the attribute types masked per item: fewer [MASK]s, negatives that
+    keep more of the original (higher token overlap), the same choice on every call."""
+    items, _ = demo
+    describer = build_engine({"kind": "visual"})
+    desc = generate_stage(items, "description", describer, progress=False).outputs
+    masks, overlap = {}, {}
+    for limit in (1, 2, None):
+        engine = build_engine({"kind": "catalog", "max_attributes": limit}, catalogue=items)
+        frame, meta = run_all(items, engine, describer)
+        masks[limit] = frame["masked"].str.count(r"\[MASK\]").mean()
+        overlap[limit] = meta["similarity"]["mean"]
+        if limit is not None:
+            parsed = [engine.parse(text) for text in desc.text]
+            kinds = [{s.kind for s in engine._chosen_spans(p)} for p in parsed]
+            assert all(1 <= len(k) <= limit for k in kinds)
+            assert [engine.mask(t) for t in desc.text] == [engine.mask(t) for t in desc.text]
+    assert masks[1] < masks[2] < masks[None]
+    assert overlap[1] > overlap[2] > overlap[None]
+    assert build_engine({"kind": "catalog", "max_attributes": 1}, catalogue=items).fingerprint != build_engine(
+        {"kind": "catalog"}, catalogue=items
+    ).fingerprint

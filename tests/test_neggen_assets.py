@@ -18,8 +18,9 @@ train: {epochs: 6, early_stop_patience: 3, n_layers: 2, seed: 1}
 encoding: {image_batch_size: 16}
 neggen:
   seeds: [1, 2]
-  variants: [neggen, wo_neg, wo_cf, visual_only, direct]
+  variants: [neggen, neggen_paper, wo_neg, wo_cf, visual_only, direct]
   sensitivity: {score_weight: [0.0]}
+baselines: {models: []}  # tests/test_baselines_assets.py materializes them
 """
 
 
@@ -41,22 +42,34 @@ def test_neggen_study_on_demo(neggen_home, tmp_path):
     metrics = store.read("metrics")
     main = metrics[(metrics.study == "main") & (metrics.split == "test") & (metrics["mode"] == "mmrec")]
     runs = main.groupby("model").seed.unique().map(sorted).to_dict()
-    assert runs == {m: [1, 2] for m in ("lightgcn", "neggen", "wo_neg", "wo_cf", "visual_only")}
+    assert runs == {m: [1, 2] for m in ("lightgcn", "neggen", "neggen_paper", "wo_neg", "wo_cf", "visual_only")}
     sweep = metrics[metrics.study == "sensitivity"]
     assert set(sweep.score_weight) == {0.0} and set(sweep.seed) == {1}
     assert (metrics.value.between(0, 1)).all()
     neggen_rows = metrics[metrics.model == "neggen"]
-    assert set(neggen_rows.align_weight) == {0.01} and set(neggen_rows.temperature) == {0.2}
+    assert set(neggen_rows.counterfactual_weight) == {0.3} and set(neggen_rows.align_weight) == {0.0}
+    paper_rows = metrics[metrics.model == "neggen_paper"]
+    assert set(paper_rows.score_weight) == {0.4} and set(paper_rows.align_weight) == {0.01}
 
     history = store.read("neggen_history")
     full = history[(history.model == "neggen") & (history.study == "main")]
-    assert (full.grad_negative_text > 0).all() and (full.grad_negative_visual > 0).all()
+    assert (full.groupby("seed").epoch.min() == 0).all()  # every NegGen run is scored before training
+    # The linear encoder starts at 0: gradients reach the negatives from its second step on.
+    trained = full[full.epoch > 1]
+    assert (trained.grad_negative_text > 0).all() and (trained.grad_negative_visual > 0).all()
     assert history[history.model == "lightgcn"].grad_negative_text.isna().all()
+
+    hardness = store.read("negative_hardness")
+    generated = hardness[hardness.source == "generated"]
+    n_items = len(store.read("items"))
+    assert sorted(generated.item_id) == list(range(n_items))
+    assert generated.hardness.between(-1, 1).all() and (generated.changed_tokens > 0).all()
+    assert (generated.cohesion <= 1 + 1e-6).all()
 
     report = (neggen_home / "demo" / "report" / "report.md").read_text()
     assert "NegGen" in report and "LightGCN" in report
     meta = result.asset_materializations_for_node("neggen_model")[0].metadata
-    assert meta["runs"].value == 2 * 5 + 1
+    assert meta["runs"].value == 2 * 6 + 1
     # The catalogue engine's direct negatives are its generated ones: that run is not repeated.
     assert "equal the generated" in meta["skipped_variants"].value["direct"]
 

@@ -9,13 +9,15 @@ import torch
 
 from neggen_model.config import VARIANTS, NegGenConfig, TrainConfig, variant_config
 from neggen_model.data import InteractionData
-from neggen_model.features import ItemFeatures, ModalityToken
+from neggen_model.features import ItemFeatures, ModalityToken, negative_hardness
 from neggen_model.models import build_model
 from neggen_model.models.neggen import NegGen
 from neggen_model.synthetic import clustered_interactions
 from neggen_model.trainer import Trainer
 
 TRAIN = TrainConfig(epochs=3, batch_size=256, early_stop_patience=5)
+#: NegGen as printed (eq. 19 on a frozen base, the paper's attention module).
+PAPER = variant_config(NegGenConfig(), "neggen_paper")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +60,18 @@ def neggen(base, data, config=NegGenConfig(), seed=0, features=None):
     return NegGen(base, features or make_features(data.n_items), config, seed)
 
 
-def test_shapes_and_gradients_reach_every_weight(base, data):
-    model = neggen(base, data)
+def randomize_linear(model: NegGen, seed: int = 0) -> NegGen:
+    """The linear encoder starts at zero (the model then equals its base); give it weights."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for project in model.causal.project:
+            project.weight.copy_(torch.randn(project.weight.shape, generator=generator) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("config", [NegGenConfig(), PAPER], ids=["neggen", "neggen_paper"])
+def test_shapes_and_gradients_reach_every_weight(base, data, config):
+    model = neggen(base, data, config)
     items = torch.arange(data.n_items)
     e_c, e_c_star = model.causal_embeddings(items)
     assert e_c.shape == e_c_star.shape == (data.n_items, 16)
@@ -69,14 +81,21 @@ def test_shapes_and_gradients_reach_every_weight(base, data):
     loss.backward()
     for name, parameter in model.causal.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-    # The base stays frozen by default.
-    assert all(p.grad is None for p in model.base.parameters())
+    # NegGen fine-tunes its base; the printed model keeps it frozen.
+    if config.finetune_base:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.base.parameters())
+    else:
+        assert all(p.grad is None for p in model.base.parameters())
     assert np.isfinite(loss.item())
+    model.base.zero_grad(set_to_none=True)
 
 
-def test_missing_token_is_ignored_and_never_nan(base, data):
+@pytest.mark.parametrize("config", [NegGenConfig(), PAPER], ids=["neggen", "neggen_paper"])
+def test_missing_token_is_ignored_and_never_nan(base, data, config):
     features = make_features(data.n_items, missing_brand=5)
-    model = neggen(base, data, features=features)
+    model = neggen(base, data, config, features=features)
+    if config.encoder == "linear":
+        randomize_linear(model)
     before = model.causal_embeddings(torch.tensor([5]))[0]
     # Whatever an absent token's vector holds, it does not reach the item's embeddings.
     model.original_1[5] = 1e6
@@ -88,8 +107,24 @@ def test_missing_token_is_ignored_and_never_nan(base, data):
     assert torch.isfinite(model.causal_embeddings(torch.tensor([5]))[0]).all()
 
 
-def test_an_items_score_uses_its_own_negative(base, data):
+def test_neggen_starts_as_its_base_and_ranks_by_real_content_only(base, data):
+    """Epoch 0 of NegGen is its base exactly (so "best epoch 0" means the content added nothing);
+    its scores use an item's own attributes, never its generated negative."""
     model = neggen(base, data)
+    users = torch.arange(data.n_users)
+    with torch.no_grad():
+        assert torch.equal(model.full_sort_predict(users), base.full_sort_predict(users))
+        randomize_linear(model)
+        before = model.full_sort_predict(users)
+        model.negative_0.add_(1.0)  # every item's negative title
+        assert torch.equal(model.full_sort_predict(users), before)
+        model.original_0[7] += 1.0  # item 7's own title only
+        changed = (model.full_sort_predict(users) != before).any(dim=0)
+    assert changed[7] and changed.sum() == 1
+
+
+def test_paper_scores_use_each_items_own_negative(base, data):
+    model = neggen(base, data, PAPER)
     users = torch.arange(data.n_users)
     with torch.no_grad():
         before = model.full_sort_predict(users)
@@ -103,8 +138,8 @@ def _softplus(x):
     return np.logaddexp(0.0, x)
 
 
-def test_losses_match_an_independent_computation(base, data):
-    config = NegGenConfig(score_weight=0.7, align_weight=0.3, temperature=0.15)
+def test_paper_losses_match_an_independent_computation(base, data):
+    config = PAPER.model_copy(update={"score_weight": 0.7, "align_weight": 0.3, "temperature": 0.15})
     model = neggen(base, data, config)
     users = torch.tensor([0, 1, 2, 3, 1])
     pos = torch.tensor([4, 9, 4, 11, 20])
@@ -134,21 +169,60 @@ def test_losses_match_an_independent_computation(base, data):
     assert torch.isfinite(value) and 0 <= value.item() <= _softplus(2 / 0.15) + 1e-4
 
 
+def _alignment(e_c, e_cs, e_i, tau):
+    cos = lambda x, y: (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    pos_logit, neg_logit = cos(e_c, e_i) / tau, cos(e_cs, e_i) / tau
+    return np.mean(-pos_logit + np.log(np.exp(pos_logit) + np.exp(neg_logit)))
+
+
+def test_ranking_loss_matches_an_independent_computation(base, data):
+    """BPR against the sampled item + β counterfactual term (eq. 12) + α alignment + L2."""
+    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=0.3, temperature=0.15)
+    model = randomize_linear(neggen(base, data, config))
+    users, pos, neg = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([4, 9, 4, 11, 20]), torch.tensor([5, 4, 30, 2, 7])
+    with torch.no_grad():
+        e_c, e_cs = (t.double().numpy() for t in model.causal_embeddings())
+        user_all, item_all = (t.double().numpy() for t in base.final_embeddings())
+        loss = model.calculate_loss(users, pos, neg).item()
+        ego_u, ego_i = (t.double().numpy() for t in (base.user_embedding, base.item_embedding))
+    u, p, n = users.numpy(), pos.numpy(), neg.numpy()
+    score = lambda items: (user_all[u] * (item_all[items] + 0.7 * e_c[items])).sum(1)
+    bpr = np.mean(_softplus(score(n) - score(p)))
+    effect = 0.7 * (user_all[u] * (e_c[p] - e_cs[p])).sum(1)
+    distinct = np.unique(np.r_[p, n])
+    align = _alignment(e_c[distinct], e_cs[distinct], item_all[distinct], 0.15)
+    reg = 1e-4 * 0.5 * (np.square(ego_u[u]).sum() + np.square(ego_i[p]).sum() + np.square(ego_i[n]).sum()) / len(u)
+    assert loss == pytest.approx(bpr + 0.5 * np.mean(_softplus(-effect)) + 0.3 * align + reg, rel=1e-5)
+
+
 def test_variant_switches_change_the_computation(base, data):
     features = make_features(data.n_items)
     items = torch.arange(data.n_items)
 
-    # w/o CF: no attention and e_c does not depend on the negative.
-    wo_cf = neggen(base, data, variant_config(NegGenConfig(), "wo_cf"), features=features)
+    # Printed model w/o CF: no attention and e_c does not depend on the negative.
+    wo_cf = neggen(base, data, variant_config(PAPER, "wo_cf"), features=features)
     wo_cf.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
     assert wo_cf.causal.query.weight.grad is None and wo_cf.causal.key.weight.grad is None
     with torch.no_grad():
         before = wo_cf.causal_embeddings(items)[0].clone()
         wo_cf.negative_0.add_(1.0)
         assert torch.equal(before, wo_cf.causal_embeddings(items)[0])
+    paper = neggen(base, data, PAPER, features=features)
+    paper.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
+    assert paper.causal.query.weight.grad.abs().sum() > 0
+
+    # NegGen w/o CF (and without alignment): the loss no longer depends on the negatives.
+    batch = (torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
+    no_align = NegGenConfig(align_weight=0.0)
+    full = randomize_linear(neggen(base, data, no_align, features=features))
+    ranking_wo_cf = randomize_linear(neggen(base, data, variant_config(no_align, "wo_cf"), features=features))
+    with torch.no_grad():
+        before = full.calculate_loss(*batch), ranking_wo_cf.calculate_loss(*batch)
+        for model in (full, ranking_wo_cf):
+            model.negative_0.add_(1.0)
+        after = full.calculate_loss(*batch), ranking_wo_cf.calculate_loss(*batch)
+    assert before[0] != after[0] and before[1] == after[1]
     full = neggen(base, data, NegGenConfig(), features=features)
-    full.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
-    assert full.causal.query.weight.grad.abs().sum() > 0
 
     # w/o NEG: each item's negative is another item's original tokens, fixed by the seed.
     wo_neg = neggen(base, data, variant_config(NegGenConfig(), "wo_neg"), seed=3, features=features)
@@ -169,11 +243,11 @@ def test_variant_switches_change_the_computation(base, data):
     visual_only = neggen(base, data, variant_config(NegGenConfig(), "visual_only"), features=features)
     assert visual_only.token_names == ("image", "image_features")
 
-    # Fine-tuning: the base embeddings receive gradients.
-    tuned_base = build_model("lightgcn", data, TrainConfig(embedding_size=16, n_layers=2))
-    tuned = neggen(tuned_base, data, variant_config(NegGenConfig(), "finetune"), features=features)
-    tuned.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
-    assert tuned.base.user_embedding.grad is not None and tuned.base.user_embedding.grad.abs().sum() > 0
+    # A frozen base receives no gradient.
+    frozen_base = build_model("lightgcn", data, TrainConfig(embedding_size=16, n_layers=2))
+    frozen = neggen(frozen_base, data, variant_config(NegGenConfig(), "frozen_base"), features=features)
+    frozen.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
+    assert frozen.base.user_embedding.grad is None
 
 
 def test_unknown_variant_and_absent_modality_are_clear_errors(base, data):
@@ -182,7 +256,7 @@ def test_unknown_variant_and_absent_modality_are_clear_errors(base, data):
     text = ItemFeatures(data.n_items, (make_features(data.n_items).tokens[0],))
     with pytest.raises(ValueError, match=r"no token of modalities \['visual'\]"):
         neggen(base, data, variant_config(NegGenConfig(), "visual_only"), features=text)
-    assert set(VARIANTS) >= {"neggen", "wo_neg", "wo_cf", "wo_both", "visual_only", "text_only", "direct"}
+    assert set(VARIANTS) >= {"neggen", "neggen_paper", "wo_neg", "wo_cf", "wo_both", "visual_only", "text_only", "direct"}
 
 
 def _train(data, seed):
@@ -201,9 +275,10 @@ def test_seeded_training_is_reproducible_bit_for_bit(data):
     for (name, a), (_, b) in zip(first_model.state_dict().items(), second_model.state_dict().items()):
         assert torch.equal(a, b), name
     # The gradient magnitude of the negatives is recorded per modality and epoch.
-    assert all(h["grad_negative_text"] > 0 and h["grad_negative_visual"] > 0 for h in first.history)
+    assert first.history[0]["epoch"] == 0 and "grad_negative_text" not in first.history[0]  # scored before training
+    assert all(h["grad_negative_text"] > 0 and h["grad_negative_visual"] > 0 for h in first.history[1:])
     _, other = _train(data, seed=12)
-    assert other.history[0]["loss"] != first.history[0]["loss"]
+    assert other.history[1]["loss"] != first.history[1]["loss"]
 
 
 def test_study_on_a_text_only_store(tmp_path, data):
@@ -246,5 +321,31 @@ def test_study_on_a_text_only_store(tmp_path, data):
     assert set(result.skipped) == {"visual_only", "direct"}
     assert set(result.metrics.model) == {"lightgcn", "neggen", "wo_neg"}
     history = store.read("neggen_history")
-    neggen_epochs = history[history.model == "neggen"]
-    assert (neggen_epochs.grad_negative_text > 0).all() and neggen_epochs.grad_negative_visual.isna().all()
+    neggen_epochs = history[(history.model == "neggen") & (history.epoch > 0)]
+    # The linear encoder starts at 0, so no gradient reaches the negatives before its first step.
+    assert neggen_epochs.grad_negative_text.iloc[-1] > 0 and neggen_epochs.grad_negative_visual.isna().all()
+
+
+def test_negative_hardness_against_a_direct_computation():
+    """hardness = cosine of the item's regenerated tokens before/after; cohesion = cosine of the
+    negative with its nearest other real item; unchanged tokens (pictures) are left out."""
+    rng = np.random.default_rng(5)
+    n = 30
+    original = rng.normal(size=(n, 6)).astype(np.float32)
+    generated = original.copy()
+    generated[:10] = rng.normal(size=(10, 6))  # items 0-9: another vector entirely
+    generated[10:20] += 0.1 * rng.normal(size=(10, 6)).astype(np.float32)  # items 10-19: a small change
+    generated[25] = original[3]  # item 25's negative is item 3
+    present = np.ones(n, dtype=bool)
+    picture = ModalityToken("image_features", "visual", {"original": original * 2, "generated": original * 2}, present)
+    features = ItemFeatures(n, (ModalityToken("title", "text", {"original": original, "generated": generated}, present), picture))
+    measures = negative_hardness(features)
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)
+    expected = (unit(original) * unit(generated)).sum(1)
+    np.testing.assert_allclose(measures["hardness"], expected, rtol=1e-5, atol=1e-6)
+    assert measures["hardness"][10:20].mean() > measures["hardness"][:10].mean()
+    assert np.all(measures["hardness"][20:25] > 0.9999)
+    assert measures["cohesion"][25] == pytest.approx(1.0, abs=1e-5)
+    assert measures["changed_tokens"].tolist() == [1] * 20 + [0] * 5 + [1] + [0] * 4
+    with pytest.raises(ValueError, match="differ from the originals"):
+        negative_hardness(ItemFeatures(n, (picture,)))

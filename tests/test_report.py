@@ -18,7 +18,7 @@ from pipeline.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 SEEDS = (2024, 2025, 2026)
-DEFAULTS = {"score_weight": 0.4, "align_weight": 1e-2, "temperature": 0.2}
+DEFAULTS = {"score_weight": 0.4, "counterfactual_weight": 0.3, "align_weight": 1e-2, "temperature": 0.2}
 # Mean test value per model and (metric, k). NegGen is best everywhere; LightGCN is second
 # except at N@10, where BPR is: the comparison must pick the best other model per column.
 BASE = {
@@ -28,7 +28,7 @@ BASE = {
 }
 VARIANT_SHIFT = {"wo_neg": -0.004, "wo_cf": -0.002, "wo_both": -0.006, "visual_only": -0.003,
                  "text_only": -0.001, "direct": -0.005, "direct_wo_cf": -0.007}
-SWEEP = {"score_weight": [0.0, 0.2, 0.6, 1.0], "align_weight": [1e-4, 1e-3, 1e-1, 1.0],
+SWEEP = {"score_weight": [0.0, 0.2, 0.6, 1.0], "counterfactual_weight": [0.0, 0.1, 1.0], "align_weight": [1e-4, 1e-3, 1e-1, 1.0],
          "temperature": [0.07, 0.1, 0.3, 1.0]}
 
 

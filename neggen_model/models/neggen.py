@@ -1,30 +1,48 @@
-"""NegGen's causal learning module on top of a trained base recommender (paper §3.3-3.4).
+"""NegGen (paper §3.3-3.4): a base recommender plus a content embedding of every item learned
+with its generated negative. Two objectives: the shipped `ranking` one and the printed `paper` one.
 
 Every item i carries a short sequence of modality tokens (its encoded attributes: title, brand,
-image description, picture features, ...) and the same sequence for its own negative (the
-generated description with contrasting attributes). Then
+image description, picture features, ...) and the same sequence for its own negative x_i* (the
+generated description with contrasting attributes). e_u, e_i are the base recommender's final
+(LightGCN) embeddings; the ranking score of every candidate is
 
-    m(i)   = pool(SelfAttention(tokens(i)))              eq. 13-15
-    m*(i)  = pool(SelfAttention(negative_tokens(i)))
-    e_c(i) = MLP(m(i) - m*(i)),   e_c*(i) = MLP(m*(i))   eq. 16-18
-    y(u,i) = e_u·e_i + λ e_u·e_c(i)                       ranking score
+    y(u,i) = e_u·e_i + λ e_u·e_c(i)
 
-with e_u, e_i the base recommender's final embeddings. Attention runs over the item's tokens
-(DESIGN.md: over one vector it would be a linear map); `pool` is the mean over the tokens the
-item has. Losses (eq. 19-21), per batch of training pairs (u, i):
+**objective="ranking" (the default, `neggen`).** Chosen on validation (README, "The NegGen
+model stage"); it keeps the paper's generated counterfactuals, its causal quantity and its score,
+and adds what eq. 19 lacks, an item the user did not take:
 
-    L_rec   = mean softplus(-(λ e_u·e_c(i) + e_u·e_i - e_u·e_c*(i)))                eq. 19 as written
-    L_align = mean over the batch's distinct items of
-              softplus((cos(e_c*(i), e_i) - cos(e_c(i), e_i)) / τ)
-    L       = L_rec + α L_align (+ the base's L2 term when its embeddings are fine-tuned)
+    e_c(i)  = c(x_i) = sum over i's tokens k of P_k x_ik        linear encoder (default), or
+            = MLP(mean(SelfAttention(x_i)))                    encoder="attention"
+    e_c*(i) = c(x_i*)                                          the same item with its generated attributes
+    TE(u,i) = λ e_u·(e_c(i) - e_c*(i))                         eq. 12: y(u, i) - y(u, i with do(x = x_i*)),
+                                                               the intervened item keeps its e_i
+    L = mean softplus(y(u,j) - y(u,i))                         BPR, j a sampled non-interacted item
+      + β mean softplus(-TE(u,i))                              the positive beats its own counterfactual
+      + α L_align                                              (α = 0 by default: it lost on validation)
+      + LightGCN's L2 term on the batch's ego embeddings        (the base is fine-tuned from its run)
 
-L_align keeps eq. 20's intent (e_c closer to the item's collaborative embedding than e_c* is),
-made bounded: eq. 20 as printed, (e_c*·e_i - e_c·e_i)/τ, is linear in the embeddings and goes to
--inf by scaling e_c. Here it is the two-way softmax cross-entropy between the positive and the
-negative logit (so >= 0) on cosine similarities (so each logit lies in [-1/τ, 1/τ]).
+With the linear encoder TE = λ e_u·P(x_i - x_i*): the causal difference of the original and the
+generated attributes (eq. 16) projected (eq. 17), exactly. P starts at 0, so epoch 0 is the base
+model itself and a best epoch 0 means the content added nothing. Ranking uses real content only.
+w/o CF drops the counterfactual term (β = 0); w/o NEG draws x_i* from another item.
 
-Ablations (paper Table 5): causal=False ("w/o CF") projects the pooled token projections
-directly, e_c = MLP(mean(proj(tokens))), with no attention and no difference.
+**objective="paper" (the variant `neggen_paper`), as printed, on a frozen base:**
+
+    m(i)   = mean(SelfAttention(x_i)),  m*(i) = mean(SelfAttention(x_i*))      eq. 13-15
+    e_c(i) = MLP(m(i) - m*(i)),         e_c*(i) = MLP(m*(i))                    eq. 16-18
+    L_rec  = mean softplus(-(λ e_u·e_c(i) + e_u·e_i - e_u·e_c*(i)))             eq. 19 as written
+    L      = L_rec + α L_align
+
+Attention runs over the item's tokens (DESIGN.md: over one vector it would be a linear map);
+the mean is over the tokens the item has. w/o CF projects the mean of the token projections,
+e_c = MLP(mean(proj(x_i))), with no attention and no difference.
+
+L_align = mean over the batch's distinct items of softplus((cos(e_c*(i), e_i) - cos(e_c(i), e_i)) / τ)
+keeps eq. 20's intent (e_c closer to the item's collaborative embedding than e_c* is), made bounded:
+eq. 20 as printed, (e_c*·e_i - e_c·e_i)/τ, is linear in the embeddings and goes to -inf by scaling
+e_c. Here it is the two-way softmax cross-entropy between the positive and the negative logit (so
+>= 0) on cosine similarities (so each logit lies in [-1/τ, 1/τ]).
 """
 
 from __future__ import annotations
@@ -47,12 +65,21 @@ GRADIENT_COLUMNS: dict[str, str] = {modality: f"grad_negative_{modality}" for mo
 
 
 class CausalModule(nn.Module):
-    """Modality tokens of an item and of its negative → (e_c, e_c*)."""
+    """Modality tokens of an item and of its negative → (e_c, e_c*): the content embedding of the
+    item and of the item with its generated attributes."""
 
-    def __init__(self, token_dims: tuple[int, ...], width: int, out_dim: int, causal: bool):
+    def __init__(self, token_dims: tuple[int, ...], width: int, out_dim: int, encoder: str, causal: bool, difference: bool):
         super().__init__()
+        self.encoder = encoder
         self.causal = causal
+        self.difference = difference and causal
         self.width = width
+        if encoder == "linear":
+            # e(x) = sum_k P_k x_k, starting at 0 so that the model starts as its base.
+            self.project = nn.ModuleList(nn.Linear(dim, out_dim, bias=False) for dim in token_dims)
+            for project in self.project:
+                nn.init.zeros_(project.weight)
+            return
         # One projection per token: tokens come from different encoders (384-d text, 1280-d image).
         self.project = nn.ModuleList(nn.Linear(dim, width) for dim in token_dims)
         self.query = nn.Linear(width, width, bias=False)
@@ -66,15 +93,18 @@ class CausalModule(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def summarize(self, tokens: list[Tensor], present: Tensor) -> Tensor:
-        """[B, width]: self-attention over the item's tokens (eq. 13-14), mean over present ones."""
+        """[B, width]: self-attention over the item's tokens (eq. 13-14), mean over present ones
+        (without attention for w/o CF); for the linear encoder, the sum of the token projections."""
         x = torch.stack([project(t) for project, t in zip(self.project, tokens)], dim=1)  # [B, T, w]
+        weight = present.unsqueeze(-1).to(x.dtype)
+        if self.encoder == "linear":
+            return (x * weight).sum(dim=1)
         if self.causal:
             scores = self.query(x) @ self.key(x).transpose(1, 2) / math.sqrt(self.width)
             # An absent token (no brand, no picture) is never attended to; a finite fill keeps an
             # item with no token at all free of NaN (its summary is then zero, below).
             scores = scores.masked_fill(~present[:, None, :], -1e9)
             x = torch.softmax(scores, dim=-1) @ self.value(x)
-        weight = present.unsqueeze(-1).to(x.dtype)
         return (x * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
 
     def forward(
@@ -82,7 +112,9 @@ class CausalModule(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         m = self.summarize(original, present)
         m_star = self.summarize(negative, negative_present)
-        e_c = self.mlp(m - m_star if self.causal else m)  # eq. 16-17
+        if self.encoder == "linear":
+            return m, m_star
+        e_c = self.mlp(m - m_star if self.difference else m)  # eq. 16-17, or f_M(v, t) itself
         return e_c, self.mlp(m_star)  # eq. 18
 
 
@@ -94,6 +126,7 @@ class NegGen(ScoringModel):
     """Base recommender + causal module, scored by y = e_u·e_i + λ e_u·e_c(i)."""
 
     name = "neggen"
+    validate_before_training = True
 
     def __init__(self, base: Recommender, features: ItemFeatures, config: NegGenConfig, seed: int):
         super().__init__()
@@ -117,7 +150,13 @@ class NegGen(ScoringModel):
         torch.manual_seed(seed)
         embedding_size = base.item_embedding.shape[1]
         dims = tuple(t.shape[1] for t in tokens.original)
-        self.causal = CausalModule(dims, config.width, embedding_size, config.causal)
+        self.causal = CausalModule(
+            dims, config.width, embedding_size, config.encoder, config.causal, difference=config.objective == "paper"
+        )
+        if config.objective == "ranking" and config.encoder == "attention":
+            # e_c starts at 0 (as the linear encoder does), so epoch 0 scores exactly as the base
+            # does: a best epoch 0 then says that the content added nothing on validation.
+            nn.init.zeros_(self.causal.mlp[-1].weight)
         if not config.finetune_base:
             # Frozen base: its final embeddings are constants, computed once.
             with torch.no_grad():
@@ -155,18 +194,37 @@ class NegGen(ScoringModel):
         return user_all, item_all + self.config.score_weight * e_c
 
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
-        """Eq. 21 on a batch of (user, positive) pairs. neg_items is unused: each positive's own
-        negative is its generated description (or, for w/o NEG, a fixed uniformly drawn item)."""
+        """Eq. 21 on a batch of (user, positive, sampled negative) triples (module docstring).
+
+        "paper": eq. 19 + α L_align; neg_items is unused (each positive's only negative is its
+        generated description, or for w/o NEG a fixed uniformly drawn item). "ranking": BPR of
+        y(u, i) against y(u, j) for the sampled non-interacted j, + β eq. 19 + α L_align."""
         self._fold_gradients()
         user_all, item_all = self._base_embeddings()
-        items, inverse = torch.unique(pos_items, return_inverse=True)
+        ranking = self.config.objective == "ranking"
+        n_pairs = len(users)
+        scored = torch.cat([pos_items, neg_items]) if ranking else pos_items
+        items, inverse = torch.unique(scored, return_inverse=True)
         # The batch loss is a mean over pairs; x len(users) records gradients of the pairs' sum.
-        scale = float(len(users)) if self.training else None
+        scale = float(n_pairs) if self.training else None
         e_c_items, e_c_star_items = self.causal_embeddings(items, gradient_scale=scale)
-        loss = self.recommendation_loss(user_all[users], item_all[pos_items], e_c_items[inverse], e_c_star_items[inverse])
+        e_u, pos = user_all[users], inverse[:n_pairs]
+        if ranking:
+            neg = inverse[n_pairs:]
+            weight = self.config.score_weight
+            y_pos = (e_u * (item_all[pos_items] + weight * e_c_items[pos])).sum(1)
+            y_neg = (e_u * (item_all[neg_items] + weight * e_c_items[neg])).sum(1)
+            # Eq. 12's total effect: item i with its own attributes against i with the generated
+            # ones (same collaborative embedding e_i, so only the content terms differ).
+            effect = weight * (e_u * (e_c_items[pos] - e_c_star_items[pos])).sum(1)
+            loss = F.softplus(y_neg - y_pos).mean()
+            if self.config.causal:
+                loss = loss + self.config.counterfactual_weight * F.softplus(-effect).mean()
+        else:
+            loss = self.recommendation_loss(e_u, item_all[pos_items], e_c_items[pos], e_c_star_items[pos])
         loss = loss + self.config.align_weight * self.alignment_loss(e_c_items, e_c_star_items, item_all[items])
         if self.config.finetune_base:
-            loss = loss + self.base.ego_regulariser(users, pos_items)
+            loss = loss + self.base.ego_regulariser(users, *((pos_items, neg_items) if ranking else (pos_items,)))
         return loss
 
     def recommendation_loss(self, e_u: Tensor, e_i: Tensor, e_c: Tensor, e_c_star: Tensor) -> Tensor:

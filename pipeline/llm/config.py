@@ -30,6 +30,11 @@ class CatalogEngineConfig(_Strict):
         default=0.9, gt=0.0, le=1.0,
         description="Category values in more than this fraction of items (roots) are never masked.",
     )  # fmt: skip
+    max_attributes: int | None = Field(
+        default=None, ge=1,
+        description="Mask (and so swap) the values of at most this many attribute types per item (brand, "
+        "colour, ...; chosen per item by a stable hash); null = every type. Fewer swaps = harder negatives.",
+    )  # fmt: skip
 
 
 class VisualEngineConfig(_Strict):

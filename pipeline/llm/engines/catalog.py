@@ -250,7 +250,8 @@ class CatalogEngine(Engine):
         # The catalogue's statistics are deliberately left out: editing one item must not
         # invalidate every cached generation. Rebuild the cache folder to refresh them all.
         c = self.config
-        return f"{self.model}|terms={c.salient_terms}|max_df={c.max_term_df}|protect={c.protect_df}"
+        swapped = "" if c.max_attributes is None else f"|types={c.max_attributes}"
+        return f"{self.model}|terms={c.salient_terms}|max_df={c.max_term_df}|protect={c.protect_df}{swapped}"
 
     # -- the interface ------------------------------------------------------------------
 
@@ -282,18 +283,27 @@ class CatalogEngine(Engine):
     def mask(self, text: str) -> str:
         """The description with its attribute values replaced by [MASK]."""
         parsed = self.parse(text)
-        return self._rewrite(parsed, [(s, MASK) for s in parsed.spans if s.maskable])
+        return self._rewrite(parsed, [(s, MASK) for s in self._chosen_spans(parsed)])
 
     def swap(self, text: str, seed: int = 0) -> str:
         """Direct generation: each attribute value replaced by a contrasting one."""
         parsed = self.parse(text)
         chosen: dict[tuple[str, str], str] = {}
         edits = []
-        for span in parsed.spans:
-            if span.maskable:
-                original = self._span_text(parsed, span)
-                edits.append((span, self._substitute(span.kind, original, parsed, seed, chosen)))
+        for span in self._chosen_spans(parsed):
+            original = self._span_text(parsed, span)
+            edits.append((span, self._substitute(span.kind, original, parsed, seed, chosen)))
         return self._rewrite(parsed, edits)
+
+    def _chosen_spans(self, parsed: _Parsed) -> list[Span]:
+        """The maskable spans, limited to `max_attributes` attribute types (a stable choice per text)."""
+        spans = [s for s in parsed.spans if s.maskable]
+        limit = self.config.max_attributes
+        kinds = sorted({s.kind for s in spans}, key=lambda kind: _stable(parsed.text, kind))
+        if limit is None or len(kinds) <= limit:
+            return spans
+        keep = set(kinds[:limit])
+        return [s for s in spans if s.kind in keep]
 
     def complete(self, masked: str, source: str | None, seed: int = 0) -> str:
         """Fill each [MASK] of `masked` with a contrasting value of what it hid in `source`."""
