@@ -72,10 +72,10 @@ def neggen_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> d
     partitions_def=dataset_partitions,
     group_name="model",
     kinds={"parquet"},
-    deps=["base_model", STAGE],
+    deps=["base_model", STAGE, "baselines"],
     description="One row per (model, split, mode, metric, k, value) with run metadata "
-    "(study, seed, λ/α/τ for NegGen runs, epochs, best epoch, wall time): LightGCN and every "
-    "NegGen run. `mode` is the evaluation protocol: `mmrec` "
+    "(study, seed, λ/α/τ for NegGen runs, epochs, best epoch, wall time): LightGCN, every "
+    "NegGen run and the multi-modal baselines. `mode` is the evaluation protocol: `mmrec` "
     "excludes training items from the ranking; `strict` also excludes validation items.",
 )
 def metrics(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:

@@ -26,11 +26,11 @@ from neggen_model.trainer import Trainer, TrainResult
 from pipeline.config import BaselinesConfig
 from pipeline.storage import DatasetStore
 from pipeline.study import load_item_features
-from pipeline.training import content_key, load_interaction_data, metric_rows, run_columns
+from pipeline.training import BASELINES_METRICS, content_key, load_interaction_data, metric_rows, run_columns
 
 STAGE = "baselines"
 #: Metric rows of the chosen setting at every seed (joins the metrics table), and every grid run.
-METRICS_TABLE = "baselines_metrics"
+METRICS_TABLE = BASELINES_METRICS
 GRID_TABLE = "baselines_grid"
 SELECT_METRIC = "recall@20"
 

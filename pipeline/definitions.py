@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+import assets.baselines
 import assets.data
 import assets.encoding
 import assets.generation
@@ -15,7 +16,7 @@ from pipeline.config import CONFIG_ENV
 from pipeline.progress import progress_logger
 from pipeline.resources import NeggenResource
 
-ASSET_MODULES = [assets.data, assets.generation, assets.encoding, assets.model, assets.report]
+ASSET_MODULES = [assets.data, assets.generation, assets.encoding, assets.model, assets.baselines, assets.report]
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 
