@@ -155,7 +155,8 @@ def _side_table_asset(name: str, build, check: str, description: str):
 items = _side_table_asset(
     "items", build_items, "item_map_violations",
     "One row per item: ids, title, brand, categories, description, image path and status "
-    "('ok', 'missing' when the file is absent, 'none' when the source has no images).",
+    "('ok', 'missing' when the file is absent, 'corrupt' when it does not decode as a picture, "
+    "'none' when the source has no images).",
 )
 users = _side_table_asset(
     "users", build_users, "user_map_violations",

@@ -263,7 +263,8 @@ def build_image_embeddings(store: DatasetStore, config: EncodingConfig, dataset_
     store.write(IMAGE_STAGE, table)
     seconds = time.perf_counter() - start
     meta = {
-        "rows": len(rows), "items": len(items), "items_without_image": len(items) - len(rows), **counts,
+        "rows": len(rows), "items": len(items), "items_without_image": len(items) - len(rows),
+        "items_with_corrupt_image": int((items["image_status"] == "corrupt").sum()), **counts,
         "seconds": round(seconds, 3), "images_per_s": round(len(rows) / seconds, 1),
         "dim": 0 if vectors is None else int(vectors.shape[1]), "encoder": identity,
     }  # fmt: skip
