@@ -152,3 +152,74 @@ def test_a_failed_blocking_check_writes_nothing(tmp_path):
     written.unlink()  # and with no earlier file, none appears
     bad = neggen("materialize", "--dataset", "toy", "--select", "interactions", cwd=tmp_path, env_home=home)
     assert bad.returncode == 1 and not written.exists()
+
+
+# -- HTTP engine: a whole-request deadline ---------------------------------------------------
+
+
+@pytest.fixture
+def trickling_server():
+    """A real server on 127.0.0.1 that answers a chat completion one byte every 0.25 s, in the
+    headers (`/v1/headers/...`) or in the body (`/v1/body/...`)."""
+    import socket
+    import threading
+    import time
+
+    def handle(conn):
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            body = json.dumps({"choices": [{"message": {"content": "slow answer"}, "finish_reason": "stop"}]}).encode()
+            headers = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            trickled = headers + body if b"/headers/" in head else body
+            try:
+                if b"/body/" in head:
+                    conn.sendall(headers)
+                for byte in trickled:
+                    conn.sendall(bytes([byte]))
+                    time.sleep(0.25)
+            except OSError:
+                pass  # the client gave up
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_trickling_server_cannot_hold_a_request_past_its_timeout(trickling_server, part):
+    """The timeout was per socket read: a reply trickled one byte a second held a request for
+    89 s with timeout_s=2. Now timeout_s bounds the whole exchange."""
+    import time
+
+    from pipeline.llm.types import Message, Request
+
+    config = {"kind": "openai", "base_url": f"{trickling_server}/{part}", "model": "m",
+              "timeout_s": 1.0, "max_retries": 1, "backoff_s": 0.0}  # fmt: skip
+    request = Request(messages=(Message.user("hello"),))
+    with build_engine(config) as engine:
+        started = time.perf_counter()
+        (result,) = engine.generate([request])
+        elapsed = time.perf_counter() - started
+    assert not result.ok and "timed out: no complete reply within 1s" in result.error, result.error
+    assert result.tries == 2 and elapsed < 3.5  # two tries of 1 s; the reply would take > 30 s

@@ -1,7 +1,10 @@
 """Any OpenAI-compatible `/v1/chat/completions` server, over the standard library only.
 
 Requests of a batch run on a bounded thread pool (`max_concurrency` in flight at most).
-Each has a socket timeout, and is retried with exponential backoff (doubling from
+Each HTTP request has a deadline of `timeout_s` for the whole exchange, from connecting to the
+last byte of the reply: a socket timeout alone bounds each read, so a server trickling its
+reply a byte at a time could hold a request for ever; at the deadline the request's socket is
+shut down. A request is retried with exponential backoff (doubling from
 `backoff_s`, capped, with jitter; a `Retry-After` header is honoured up to the cap) on
 HTTP 429, 5xx, timeouts and dropped connections. Other 4xx are final. Images are sent as
 base64 `data:` URIs in `image_url` parts.
@@ -83,8 +86,6 @@ class OpenAIEngine(Engine):
                     f"openai engine: environment variable {config.api_key_env} (the API key) is not set"
                 )
             self.__key = key
-        handlers = [] if config.use_env_proxy else [urllib.request.ProxyHandler({})]
-        self._opener = urllib.request.build_opener(*handlers)
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="neggen-openai")
         self._closed = False
         self._lock = threading.Lock()
@@ -157,24 +158,104 @@ class OpenAIEngine(Engine):
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
         req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        deadline = _Deadline(self.config.timeout_s)
+        late = f"timed out: no complete reply within {self.config.timeout_s:g}s ({self._url})"
         try:
-            with self._opener.open(req, timeout=self.config.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as err:
-            detail = _read_error(err)
-            message = f"HTTP {err.code} from {self._url}: {detail}"
-            if err.code in RETRY_STATUS:
-                raise _Retryable(message, _retry_after(err.headers.get("Retry-After"))) from None
-            raise _Final(message) from None
-        except (TimeoutError, socket.timeout):
-            raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
-        except urllib.error.URLError as err:
-            if isinstance(err.reason, TimeoutError | socket.timeout):
+            try:
+                with self._opener_until(deadline).open(req, timeout=self.config.timeout_s) as resp:
+                    raw = resp.read()
+            except urllib.error.HTTPError as err:
+                detail = _read_error(err)
+                message = f"HTTP {err.code} from {self._url}: {detail}"
+                if err.code in RETRY_STATUS:
+                    raise _Retryable(message, _retry_after(err.headers.get("Retry-After"))) from None
+                raise _Final(message) from None
+            except (TimeoutError, socket.timeout):
                 raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
-            raise _Retryable(f"cannot reach {self._url}: {err.reason}") from None
-        except (ConnectionError, http.client.HTTPException) as err:
-            raise _Retryable(f"connection to {self._url} failed: {type(err).__name__}: {err}") from None
+            except urllib.error.URLError as err:
+                if isinstance(err.reason, TimeoutError | socket.timeout):
+                    raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
+                raise _Retryable(f"cannot reach {self._url}: {err.reason}") from None
+            except (OSError, http.client.HTTPException) as err:
+                raise _Retryable(f"connection to {self._url} failed: {type(err).__name__}: {err}") from None
+        except (_Retryable, _Final):
+            if deadline.expired:  # the error is the socket shut down at the deadline
+                raise _Retryable(late) from None
+            raise
+        finally:
+            deadline.cancel()
+        if deadline.expired:  # a reply without a length ends early, without an error, when cut
+            raise _Retryable(late)
         return _parse(raw, self._url)
+
+    def _opener_until(self, deadline: _Deadline) -> urllib.request.OpenerDirector:
+        """An opener whose connections `deadline` shuts down when it expires (it starts now)."""
+        proxies = [] if self.config.use_env_proxy else [urllib.request.ProxyHandler({})]
+        opener = urllib.request.build_opener(*proxies, _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline))
+        deadline.start()
+        return opener
+
+
+class _Deadline:
+    """Shuts down the socket of one HTTP exchange when `seconds` have passed since `start()`."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socket = sock
+            if self.expired:
+                self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
+            except OSError:
+                pass
+
+
+def _connection_class(base: type[http.client.HTTPConnection], deadline: _Deadline):
+    class _Connection(base):
+        def connect(self):
+            super().connect()
+            deadline.attach(self.sock)
+
+    return _Connection
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_connection_class(http.client.HTTPConnection, self._deadline), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_connection_class(http.client.HTTPSConnection, self._deadline), req, context=self._context)
 
 
 def _read_error(err: urllib.error.HTTPError) -> str:
