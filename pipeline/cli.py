@@ -61,6 +61,7 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
     print(f"Materializing {names} for dataset `{dataset}` into {config.home / dataset}", file=sys.stderr)
     job = defs.resolve_job_def("materialize_dataset")
     with dg.DagsterInstance.get() as instance:
+        _fail_dead_runs(instance)
         result = job.execute_in_process(
             instance=instance,
             partition_key=dataset,
@@ -116,16 +117,70 @@ def run_sql(config: NeggenConfig, dataset: str, query: str | None, as_csv: bool)
     return 0
 
 
+def _fail_dead_runs(instance) -> None:
+    """Runs left started by a process that was killed are marked failed (pipeline/runs.py)."""
+    from pipeline.runs import fail_dead_runs
+
+    for line in fail_dead_runs(instance):
+        print(f"neggen: {line}", file=sys.stderr)
+
+
+# How long Dagster gets to stop its processes after SIGTERM/SIGINT before they are killed.
+UI_STOP_GRACE_S = 20.0
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def run_ui(host: str, port: int) -> int:
+    """`dagster dev` in its own process group: SIGTERM, SIGINT or SIGHUP to neggen is passed to
+    the whole group (webserver, daemon, code servers, runs), and whatever is still alive after
+    UI_STOP_GRACE_S is killed, so nothing keeps serving on the port after neggen has gone."""
+    import signal
+    import time
+
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        _fail_dead_runs(instance)
     command = [
         sys.executable, "-m", "dagster", "dev", "-m", "pipeline.definitions",
         "-h", host, "-p", str(port),
     ]
     print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it)", file=sys.stderr)
+    child = subprocess.Popen(command, start_new_session=True)
+    stop_by: list[float] = []
+
+    def forward(signum, frame) -> None:
+        _signal_group(child.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        if not stop_by:
+            stop_by.append(time.monotonic() + UI_STOP_GRACE_S)
+
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, forward) for signum in stops}
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stop_by and time.monotonic() > stop_by[0]:
+                    _signal_group(child.pid, signal.SIGKILL)
+    finally:
+        # Whatever Dagster left in its group (dagster dev gone, a child still shutting down).
+        _signal_group(child.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        _signal_group(child.pid, signal.SIGKILL)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0 if stop_by else code
 
 
 def list_datasets(config: NeggenConfig) -> int:
