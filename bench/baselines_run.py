@@ -14,6 +14,7 @@ bench/results/baselines_grid.csv. Needs the dataset's data and encoding stages m
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the config's baselines.seeds")
     parser.add_argument("--grid", choices=["model", "none"], default=None,
                         help="none: no search (defaults); model: each model's own grid (default: the config's)")  # fmt: skip
+    parser.add_argument("--params", default=None, help='JSON {model: {param: value}} fixed for every run')
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--csv", type=Path, default=RESULTS / "baselines.csv")
     args = parser.parse_args()
@@ -64,6 +66,8 @@ def main() -> None:
         base["grid"] = {m: {} for m in base["models"]}
     elif args.grid == "model":
         base["grid"] = {}
+    if args.params:
+        base["params"] = base["params"] | json.loads(args.params)
     baselines = BaselinesConfig.model_validate(base)
     store = DatasetStore(config.home, args.dataset)
     started = time.perf_counter()
@@ -81,8 +85,6 @@ def main() -> None:
 
 
 def _json(params: dict) -> str:
-    import json
-
     return json.dumps(params, sort_keys=True)
 
 
