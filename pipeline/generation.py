@@ -53,7 +53,9 @@ def failures_table(asset: str) -> str:
     return f"{asset}_failures"
 
 
-def upstream_failures(store: DatasetStore, asset: str, items: pd.DataFrame, earlier: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def upstream_failures(
+    store: DatasetStore, asset: str, items: pd.DataFrame, earlier: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
     """FAILURE_COLUMNS rows for the items that lack an input of `asset` (`earlier`: the earlier
     outputs it reads, as join_texts() arguments) because an earlier stage did not generate them:
     that stage's reason, prefixed `upstream: <stage>: ` (kept as it is when it already names an

@@ -64,7 +64,8 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in instance.get_run_records(dg.RunsFilter(statuses=UNFINISHED)):
         run = record.dagster_run
         pid = run_pid(instance, run.run_id)
-        if pid is None or pid == os.getpid() or process_alive(pid, record.start_time or record.create_timestamp.timestamp()):
+        since = record.start_time or record.create_timestamp.timestamp()
+        if pid is None or pid == os.getpid() or process_alive(pid, since):
             continue
         message = (
             f"Marked failed by neggen: the run's process (pid {pid}) is gone (killed or crashed) "

@@ -56,7 +56,9 @@ class OpenAIEngineConfig(_Strict):
         default=None, description="Name of the environment variable holding the API key."
     )
     max_concurrency: int = Field(default=8, ge=1, le=512)
-    timeout_s: float = Field(default=120.0, gt=0.0, description="Per request (socket) timeout.")
+    timeout_s: float = Field(
+        default=120.0, gt=0.0, description="Deadline of each HTTP request, from connecting to the reply's last byte."
+    )
     max_retries: int = Field(default=4, ge=0, le=20, description="Retries on 429/5xx/timeouts.")
     backoff_s: float = Field(default=1.0, ge=0.0, description="First backoff; doubles per retry.")
     backoff_max_s: float = Field(default=30.0, ge=0.0)
