@@ -10,13 +10,14 @@ from neggen_model.data import InteractionData
 from neggen_model.models.base import Recommender
 from neggen_model.models.bpr import BPRMF
 from neggen_model.models.freedom import FREEDOM
+from neggen_model.models.lgmrec import LGMRec
 from neggen_model.models.lightgcn import LightGCN
 from neggen_model.models.multimodal import ContentModel
 from neggen_model.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPRMF, LightGCN)}
 #: The multi-modal baselines of the paper's Table 2: built with item content and their own params.
-CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, FREEDOM)}
+CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, FREEDOM, LGMRec)}
 
 
 def build_model(
@@ -42,4 +43,4 @@ def build_model(
     return MODELS[name](data, config).to(config.device)
 
 
-__all__ = ["CONTENT_MODELS", "MODELS", "BPRMF", "FREEDOM", "LightGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
+__all__ = ["CONTENT_MODELS", "MODELS", "BPRMF", "FREEDOM", "LGMRec", "LightGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
