@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Our params -> MMRec config keys (the same names in both, for these models).
-MMREC_NAME = {"vbpr": "VBPR", "freedom": "FREEDOM", "lgmrec": "LGMRec"}
-DEFAULT_PARAMS = {"vbpr": {"reg_weight": 1.0}, "freedom": {"dropout": 0.8, "reg_weight": 1e-3}, "lgmrec": {"alpha": 0.3}}
+MMREC_NAME = {"vbpr": "VBPR", "freedom": "FREEDOM", "lgmrec": "LGMRec", "bm3": "BM3"}
+DEFAULT_PARAMS = {"vbpr": {"reg_weight": 1.0}, "freedom": {"dropout": 0.8, "reg_weight": 1e-3}, "lgmrec": {"alpha": 0.3}, "bm3": {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.5}}
 
 
 def _peak_mib() -> float:

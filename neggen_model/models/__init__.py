@@ -8,6 +8,7 @@ from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent
 from neggen_model.data import InteractionData
 from neggen_model.models.base import Recommender
+from neggen_model.models.bm3 import BM3
 from neggen_model.models.bpr import BPRMF
 from neggen_model.models.freedom import FREEDOM
 from neggen_model.models.lgmrec import LGMRec
@@ -17,7 +18,7 @@ from neggen_model.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPRMF, LightGCN)}
 #: The multi-modal baselines of the paper's Table 2: built with item content and their own params.
-CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, FREEDOM, LGMRec)}
+CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, BM3, FREEDOM, LGMRec)}
 
 
 def build_model(
@@ -43,4 +44,4 @@ def build_model(
     return MODELS[name](data, config).to(config.device)
 
 
-__all__ = ["CONTENT_MODELS", "MODELS", "BPRMF", "FREEDOM", "LGMRec", "LightGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
+__all__ = ["CONTENT_MODELS", "MODELS", "BM3", "BPRMF", "FREEDOM", "LGMRec", "LightGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
