@@ -76,7 +76,9 @@ def test_gradients_reach_the_content_projections(name, data):
     users, items = data.train_pairs()
     negatives = (items + 7) % data.n_items
     model.calculate_loss(*(torch.from_numpy(a[:200]) for a in (users, items, negatives))).backward()
-    projections = {n: p for n, p in model.named_parameters() if "projection" in n and not n.endswith("bias")}
+    projections = {
+        n: p for n, p in model.named_parameters() if ("projection" in n or ".mlp." in n or "preference" in n) and not n.endswith("bias")
+    }
     assert projections, "the model has no content projection"
     for pname, param in projections.items():
         assert param.grad is not None and param.grad.abs().sum() > 0, pname

@@ -13,12 +13,13 @@ from neggen_model.models.bpr import BPRMF
 from neggen_model.models.freedom import FREEDOM
 from neggen_model.models.lgmrec import LGMRec
 from neggen_model.models.lightgcn import LightGCN
+from neggen_model.models.mmgcn import MMGCN
 from neggen_model.models.multimodal import ContentModel
 from neggen_model.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPRMF, LightGCN)}
 #: The multi-modal baselines of the paper's Table 2: built with item content and their own params.
-CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, BM3, FREEDOM, LGMRec)}
+CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, MMGCN, BM3, FREEDOM, LGMRec)}
 
 
 def build_model(
@@ -44,4 +45,4 @@ def build_model(
     return MODELS[name](data, config).to(config.device)
 
 
-__all__ = ["CONTENT_MODELS", "MODELS", "BM3", "BPRMF", "FREEDOM", "LGMRec", "LightGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
+__all__ = ["CONTENT_MODELS", "MODELS", "BM3", "BPRMF", "FREEDOM", "LGMRec", "LightGCN", "MMGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
