@@ -87,6 +87,10 @@ Objective = Literal["ranking", "paper"]
 #: How an item's tokens become its content embedding: "linear" (a projection per token, summed)
 #: or "attention" (self-attention over the tokens, mean, then the MLP of eq. 17-18).
 Encoder = Literal["linear", "attention"]
+#: Where an item's content embedding enters LightGCN: "input" (added to its layer-0 embedding, so
+#: propagation carries it to neighbours and users) or "output" (added to its final embedding: the
+#: printed score y = e_u·e_i + λ e_u·e_c).
+ContentLayer = Literal["input", "output"]
 
 
 class NegGenConfig(BaseModel):
@@ -109,8 +113,13 @@ class NegGenConfig(BaseModel):
         description='"linear": e_c(i) = sum over i\'s tokens of a projection per token; "attention": the paper\'s '
         "self-attention over the tokens, mean, MLP (eq. 13-18).",
     )
+    content_layer: ContentLayer = Field(
+        "input",
+        description='"input": λ e_c(i) is added to item i\'s layer-0 embedding before propagation; "output": '
+        "to its final embedding (the printed score).",
+    )
     counterfactual_weight: float = Field(
-        0.3, ge=0.0, description="β: weight of the counterfactual term (positive against itself with its generated "
+        1.0, ge=0.0, description="β: weight of the counterfactual term (positive against itself with its generated "
         "attributes, eq. 12) in the ranking objective.",
     )
     score_weight: float = Field(1.0, ge=0.0, description="λ: weight of the causal score e_u·e_c in y (and eq. 19).")
@@ -144,7 +153,8 @@ class NegGenConfig(BaseModel):
 VARIANTS: dict[str, dict[str, object]] = {
     "neggen": {},
     # The printed model: eq. 19 and the paper's module on a frozen base, the authors' λ.
-    "neggen_paper": {"objective": "paper", "encoder": "attention", "score_weight": 0.4, "align_weight": 1e-2,
+    "neggen_paper": {"objective": "paper", "encoder": "attention", "content_layer": "output", "score_weight": 0.4,
+                     "align_weight": 1e-2,
                      "temperature": 0.2, "finetune_base": False},
     "wo_neg": {"negatives": "uniform"},
     "wo_cf": {"causal": False},

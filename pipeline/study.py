@@ -177,9 +177,11 @@ def run_study(
     train_config: TrainConfig,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
+    write: bool = True,
 ) -> StudyResult:
     """Train LightGCN per seed and every planned NegGen run on it; write the metrics and
-    history tables of all of them (STUDY_METRICS, HISTORY_TABLE) and return them."""
+    history tables of all of them (STUDY_METRICS, HISTORY_TABLE; not with write=False, for a
+    benchmark beside the stage) and return them."""
     data = load_interaction_data(store)
     features = load_item_features(store, data.n_items)
     fingerprint = features_fingerprint(features)
@@ -220,6 +222,7 @@ def run_study(
         if column not in history_table:
             history_table[column] = np.nan
     out = StudyResult(pd.DataFrame(metrics), history_table, skipped)
-    store.write(STUDY_METRICS, out.metrics)
-    store.write(HISTORY_TABLE, out.history)
+    if write:
+        store.write(STUDY_METRICS, out.metrics)
+        store.write(HISTORY_TABLE, out.history)
     return out

@@ -109,18 +109,20 @@ def test_missing_token_is_ignored_and_never_nan(base, data, config):
 
 def test_neggen_starts_as_its_base_and_ranks_by_real_content_only(base, data):
     """Epoch 0 of NegGen is its base exactly (so "best epoch 0" means the content added nothing);
-    its scores use an item's own attributes, never its generated negative."""
-    model = neggen(base, data)
+    its scores use the items' own attributes, never their generated negatives."""
     users = torch.arange(data.n_users)
-    with torch.no_grad():
-        assert torch.equal(model.full_sort_predict(users), base.full_sort_predict(users))
-        randomize_linear(model)
-        before = model.full_sort_predict(users)
-        model.negative_0.add_(1.0)  # every item's negative title
-        assert torch.equal(model.full_sort_predict(users), before)
-        model.original_0[7] += 1.0  # item 7's own title only
-        changed = (model.full_sort_predict(users) != before).any(dim=0)
-    assert changed[7] and changed.sum() == 1
+    for layer in ("input", "output"):
+        model = neggen(base, data, NegGenConfig(content_layer=layer))
+        with torch.no_grad():
+            assert torch.equal(model.full_sort_predict(users), base.full_sort_predict(users))
+            randomize_linear(model)
+            before = model.full_sort_predict(users)
+            model.negative_0.add_(1.0)  # every item's negative title
+            assert torch.equal(model.full_sort_predict(users), before)
+            model.original_0[7] += 1.0  # item 7's own title only
+            changed = (model.full_sort_predict(users) != before).any(dim=0)
+        # At the output only item 7's score moves; at the input LightGCN carries it to its users.
+        assert changed[7] and (changed.sum() == 1 if layer == "output" else changed.sum() > 1)
 
 
 def test_paper_scores_use_each_items_own_negative(base, data):
@@ -175,22 +177,35 @@ def _alignment(e_c, e_cs, e_i, tau):
     return np.mean(-pos_logit + np.log(np.exp(pos_logit) + np.exp(neg_logit)))
 
 
-def test_ranking_loss_matches_an_independent_computation(base, data):
+@pytest.mark.parametrize("layer", ["input", "output"])
+def test_ranking_loss_matches_an_independent_computation(base, data, layer):
     """BPR against the sampled item + β counterfactual term (eq. 12) + α alignment + L2."""
-    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=0.3, temperature=0.15)
+    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=0.3, temperature=0.15,
+                          content_layer=layer)  # fmt: skip
     model = randomize_linear(neggen(base, data, config))
     users, pos, neg = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([4, 9, 4, 11, 20]), torch.tensor([5, 4, 30, 2, 7])
     with torch.no_grad():
         e_c, e_cs = (t.double().numpy() for t in model.causal_embeddings())
-        user_all, item_all = (t.double().numpy() for t in base.final_embeddings())
-        loss = model.calculate_loss(users, pos, neg).item()
         ego_u, ego_i = (t.double().numpy() for t in (base.user_embedding, base.item_embedding))
+        loss = model.calculate_loss(users, pos, neg).item()
+        # LightGCN by hand: mean over layers 0..L of Â^l [users; items].
+        adjacency = base.norm_adj.to_dense().double().numpy()
+        layer_0 = np.concatenate([ego_u, ego_i + (0.7 * e_c if layer == "input" else 0)])
+        layers = [layer_0]
+        for _ in range(base.n_layers):
+            layers.append(adjacency @ layers[-1])
+        final = np.mean(layers, axis=0)
+    user_all, item_all = final[: data.n_users], final[data.n_users :]
+    collaborative = item_all  # what e_c is aligned with: the item's final LightGCN embedding
+    if layer == "output":
+        item_all = item_all + 0.7 * e_c
     u, p, n = users.numpy(), pos.numpy(), neg.numpy()
-    score = lambda items: (user_all[u] * (item_all[items] + 0.7 * e_c[items])).sum(1)
+    score = lambda items: (user_all[u] * item_all[items]).sum(1)
     bpr = np.mean(_softplus(score(n) - score(p)))
-    effect = 0.7 * (user_all[u] * (e_c[p] - e_cs[p])).sum(1)
+    effect_weight = 0.7 / (base.n_layers + 1) if layer == "input" else 0.7
+    effect = effect_weight * (user_all[u] * (e_c[p] - e_cs[p])).sum(1)
     distinct = np.unique(np.r_[p, n])
-    align = _alignment(e_c[distinct], e_cs[distinct], item_all[distinct], 0.15)
+    align = _alignment(e_c[distinct], e_cs[distinct], collaborative[distinct], 0.15)
     reg = 1e-4 * 0.5 * (np.square(ego_u[u]).sum() + np.square(ego_i[p]).sum() + np.square(ego_i[n]).sum()) / len(u)
     assert loss == pytest.approx(bpr + 0.5 * np.mean(_softplus(-effect)) + 0.3 * align + reg, rel=1e-5)
 

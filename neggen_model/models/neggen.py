@@ -187,7 +187,14 @@ class NegGen(ScoringModel):
             negative = [self._track(t, self.token_modalities[k], gradient_scale) for k, t in enumerate(negative)]
         return self.causal(original, pick(self.present), negative, pick(self.negative_present))
 
+    def _propagated_with_content(self) -> tuple[Tensor, Tensor]:
+        """content_layer "input": LightGCN run on ego embeddings whose items carry λ e_c (real content)."""
+        e_c, _ = self.causal_embeddings()
+        return self.base.propagate(self.base.user_embedding, self.base.item_embedding + self.config.score_weight * e_c)
+
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        if self.config.content_layer == "input":
+            return self._propagated_with_content()
         user_all, item_all = self._base_embeddings()
         e_c, _ = self.causal_embeddings()
         # y = e_u·e_i + λ e_u·e_c = e_u·(e_i + λ e_c): one item matrix serves full ranking.
@@ -200,7 +207,6 @@ class NegGen(ScoringModel):
         generated description, or for w/o NEG a fixed uniformly drawn item). "ranking": BPR of
         y(u, i) against y(u, j) for the sampled non-interacted j, + β eq. 19 + α L_align."""
         self._fold_gradients()
-        user_all, item_all = self._base_embeddings()
         ranking = self.config.objective == "ranking"
         n_pairs = len(users)
         scored = torch.cat([pos_items, neg_items]) if ranking else pos_items
@@ -208,15 +214,24 @@ class NegGen(ScoringModel):
         # The batch loss is a mean over pairs; x len(users) records gradients of the pairs' sum.
         scale = float(n_pairs) if self.training else None
         e_c_items, e_c_star_items = self.causal_embeddings(items, gradient_scale=scale)
+        weight = self.config.score_weight
+        if self.config.content_layer == "input":
+            user_all, item_all = self._propagated_with_content()  # the content is inside item_all
+            item_score = item_all
+            # Replacing x_i by x_i* moves i's layer-0 embedding by λ(e_c* - e_c); through LightGCN's
+            # mean over L+1 layers its own final embedding moves by 1/(L+1) of that (first order).
+            effect_weight = weight / (getattr(self.base, "n_layers", 0) + 1)
+        else:
+            user_all, item_all = self._base_embeddings()
+            item_score = torch.zeros_like(item_all).index_add(0, items, weight * e_c_items) + item_all
+            effect_weight = weight
         e_u, pos = user_all[users], inverse[:n_pairs]
         if ranking:
-            neg = inverse[n_pairs:]
-            weight = self.config.score_weight
-            y_pos = (e_u * (item_all[pos_items] + weight * e_c_items[pos])).sum(1)
-            y_neg = (e_u * (item_all[neg_items] + weight * e_c_items[neg])).sum(1)
+            y_pos = (e_u * item_score[pos_items]).sum(1)
+            y_neg = (e_u * item_score[neg_items]).sum(1)
             # Eq. 12's total effect: item i with its own attributes against i with the generated
             # ones (same collaborative embedding e_i, so only the content terms differ).
-            effect = weight * (e_u * (e_c_items[pos] - e_c_star_items[pos])).sum(1)
+            effect = effect_weight * (e_u * (e_c_items[pos] - e_c_star_items[pos])).sum(1)
             loss = F.softplus(y_neg - y_pos).mean()
             if self.config.causal:
                 loss = loss + self.config.counterfactual_weight * F.softplus(-effect).mean()

@@ -1,0 +1,95 @@
+"""How `neggen`'s defaults were chosen: candidate objectives and settings, compared on VALIDATION.
+
+Each candidate is a NegGen config (a variant of neggen_model/config.py plus overrides) trained on
+the LightGCN base of each seed with the pipeline's own study code and run folders (so the stage
+reuses these runs when its config matches). The table is sorted by mean validation Recall@20,
+the only number a choice may use; test columns are printed for the record, never for choosing.
+
+Writes bench/results/neggen_selection.csv (dataset, model = candidate, seed, split, mode, metric,
+k, value; validation and test rows) and bench/results/neggen_selection_curves.csv (candidate,
+seed, epoch, validation Recall@20: the curves the closing notes cite).
+
+    .venv/bin/python bench/neggen_select.py --dataset demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from neggen_model.config import NegGenConfig  # noqa: E402
+from pipeline.config import StudyConfig, load_config  # noqa: E402
+from pipeline.resources import NeggenResource  # noqa: E402
+from pipeline.study import run_study  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+COLUMNS = ["dataset", "model", "seed", "split", "mode", "metric", "k", "value"]
+#: candidate -> (variant, overrides of the default NegGenConfig)
+CANDIDATES: dict[str, tuple[str, dict]] = {
+    "default (linear, λ=1, β=0.3, α=0, fine-tuned)": ("neggen", {}),
+    "β=0 (no counterfactual term)": ("neggen", {"counterfactual_weight": 0.0}),
+    "β=0.1": ("neggen", {"counterfactual_weight": 0.1}),
+    "β=1": ("neggen", {"counterfactual_weight": 1.0}),
+    "α=0.001": ("neggen", {"align_weight": 1e-3}),
+    "α=0.01": ("neggen", {"align_weight": 1e-2}),
+    "λ=0.4": ("neggen", {"score_weight": 0.4}),
+    "attention encoder (paper's module), zero-init output": ("neggen", {"encoder": "attention"}),
+    "frozen base": ("neggen", {"finetune_base": False}),
+    "uniform counterfactuals (w/o NEG)": ("wo_neg", {}),
+    "paper: eq. 19, attention, frozen, λ=0.4, α=0.01": ("neggen_paper", {}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="demo")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2024, 2025, 2026])
+    parser.add_argument("--candidates", nargs="*", default=None, help="substrings of candidate names (default: all)")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = load_config(args.config)
+    store = NeggenResource(config_path=args.config).store(args.dataset)
+    train = config.train_config(args.dataset)
+    rows, curves = [], []
+    chosen = {n: c for n, c in CANDIDATES.items() if not args.candidates or any(s in n for s in args.candidates)}
+    for name, (variant, overrides) in chosen.items():
+        print(f"== {name}", flush=True)
+        study = StudyConfig(model=NegGenConfig(**overrides), seeds=tuple(args.seeds), variants=(variant,), sensitivity={})
+        result = run_study(store, study, train, log=lambda line: print(f"  {line}", flush=True), write=False)
+        runs = result.metrics[(result.metrics.model == variant) & (result.metrics["mode"] == "mmrec")]
+        rows.append(runs.assign(dataset=args.dataset, model=name)[COLUMNS])
+        base = result.metrics[result.metrics.model == "lightgcn"]
+        rows.append(base[base["mode"] == "mmrec"].assign(dataset=args.dataset, model="lightgcn (base)")[COLUMNS])
+        history = result.history[result.history.model == variant]
+        curves.append(history[["seed", "epoch", "valid_recall@20"]].assign(dataset=args.dataset, candidate=name))
+    table = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "seed", "split", "metric", "k"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out, curve_out = RESULTS / "neggen_selection.csv", RESULTS / "neggen_selection_curves.csv"
+    if out.exists():  # other datasets' rows stay; this dataset's candidates are replaced
+        old = pd.read_csv(out)
+        table = pd.concat([old[~((old.dataset == args.dataset) & old.model.isin(table.model))], table], ignore_index=True)
+    table.to_csv(out, index=False)
+    curve_table = pd.concat(curves, ignore_index=True)
+    if curve_out.exists():
+        old = pd.read_csv(curve_out)
+        curve_table = pd.concat([old[~((old.dataset == args.dataset) & old.candidate.isin(curve_table.candidate))],
+                                 curve_table], ignore_index=True)  # fmt: skip
+    curve_table.to_csv(curve_out, index=False)
+    r20 = table[(table.dataset == args.dataset) & (table.metric == "recall") & (table.k == 20)]
+    summary = r20.pivot_table(index="model", columns="split", values="value", aggfunc=["mean", "std", "count"])
+    summary = summary.sort_values(("mean", "valid"), ascending=False)
+    print(f"\n{args.dataset}: Recall@20 (mmrec), sorted by mean VALIDATION (choose on it only)\n")
+    print(summary.round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
