@@ -33,16 +33,21 @@ RESULTS = REPO / "bench" / "results"
 COLUMNS = ["dataset", "model", "seed", "split", "mode", "metric", "k", "value"]
 #: candidate -> (variant, overrides of the default NegGenConfig)
 CANDIDATES: dict[str, tuple[str, dict]] = {
-    "default (linear, λ=1, β=0.3, α=0, fine-tuned)": ("neggen", {}),
-    "β=0 (no counterfactual term)": ("neggen", {"counterfactual_weight": 0.0}),
-    "β=0.1": ("neggen", {"counterfactual_weight": 0.1}),
-    "β=1": ("neggen", {"counterfactual_weight": 1.0}),
-    "α=0.001": ("neggen", {"align_weight": 1e-3}),
-    "α=0.01": ("neggen", {"align_weight": 1e-2}),
-    "λ=0.4": ("neggen", {"score_weight": 0.4}),
-    "attention encoder (paper's module), zero-init output": ("neggen", {"encoder": "attention"}),
-    "frozen base": ("neggen", {"finetune_base": False}),
-    "uniform counterfactuals (w/o NEG)": ("wo_neg", {}),
+    # Coordinate search: the structure at β = 1, then β, then the base frozen or fine-tuned.
+    "default (linear, content at the input, λ=1, β=3, α=0, frozen base)": ("neggen", {}),
+    "β=3, fine-tuned base": ("neggen", {"finetune_base": True}),
+    "β=10, frozen base": ("neggen", {"counterfactual_weight": 10.0}),
+    "β=1, frozen base": ("neggen", {"counterfactual_weight": 1.0}),
+    "β=0 (no counterfactual term), fine-tuned": ("neggen", {"counterfactual_weight": 0.0, "finetune_base": True}),
+    "β=0.3, fine-tuned": ("neggen", {"counterfactual_weight": 0.3, "finetune_base": True}),
+    "β=1, fine-tuned": ("neggen", {"counterfactual_weight": 1.0, "finetune_base": True}),
+    "β=10, fine-tuned": ("neggen", {"counterfactual_weight": 10.0, "finetune_base": True}),
+    "β=1, fine-tuned, α=0.01": ("neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "align_weight": 1e-2}),
+    "β=1, fine-tuned, content at the output (the printed score)": (
+        "neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "content_layer": "output"}),
+    "β=1, fine-tuned, attention encoder (paper's module), zero-init output": (
+        "neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "encoder": "attention"}),
+    "uniform counterfactuals (w/o NEG), β=3, frozen": ("wo_neg", {}),
     "paper: eq. 19, attention, frozen, λ=0.4, α=0.01": ("neggen_paper", {}),
 }
 
@@ -74,15 +79,16 @@ def main() -> None:
     table = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "seed", "split", "metric", "k"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out, curve_out = RESULTS / "neggen_selection.csv", RESULTS / "neggen_selection_curves.csv"
-    if out.exists():  # other datasets' rows stay; this dataset's candidates are replaced
+    if out.exists():  # other datasets' rows stay; this dataset's (all, or the chosen candidates') are replaced
         old = pd.read_csv(out)
-        table = pd.concat([old[~((old.dataset == args.dataset) & old.model.isin(table.model))], table], ignore_index=True)
+        replaced = (old.dataset == args.dataset) & (old.model.isin(table.model) | (args.candidates is None))
+        table = pd.concat([old[~replaced], table], ignore_index=True)
     table.to_csv(out, index=False)
     curve_table = pd.concat(curves, ignore_index=True)
     if curve_out.exists():
         old = pd.read_csv(curve_out)
-        curve_table = pd.concat([old[~((old.dataset == args.dataset) & old.candidate.isin(curve_table.candidate))],
-                                 curve_table], ignore_index=True)  # fmt: skip
+        replaced = (old.dataset == args.dataset) & (old.candidate.isin(curve_table.candidate) | (args.candidates is None))
+        curve_table = pd.concat([old[~replaced], curve_table], ignore_index=True)
     curve_table.to_csv(curve_out, index=False)
     r20 = table[(table.dataset == args.dataset) & (table.metric == "recall") & (table.k == 20)]
     summary = r20.pivot_table(index="model", columns="split", values="value", aggfunc=["mean", "std", "count"])

@@ -119,7 +119,7 @@ class NegGenConfig(BaseModel):
         "to its final embedding (the printed score).",
     )
     counterfactual_weight: float = Field(
-        1.0, ge=0.0, description="β: weight of the counterfactual term (positive against itself with its generated "
+        3.0, ge=0.0, description="β: weight of the counterfactual term (positive against itself with its generated "
         "attributes, eq. 12) in the ranking objective.",
     )
     score_weight: float = Field(1.0, ge=0.0, description="λ: weight of the causal score e_u·e_c in y (and eq. 19).")
@@ -136,7 +136,7 @@ class NegGenConfig(BaseModel):
     )
     modalities: tuple[Modality, ...] = Field(("text", "visual"), description="Modality tokens used (Table 4).")
     finetune_base: bool = Field(
-        True, description="Also train the LightGCN embeddings, from the base run (false: they stay as it left them)."
+        False, description="Also train the LightGCN embeddings, from the base run (false: they stay as it left them)."
     )
     width: int = Field(64, gt=0, description="Width d of the modality tokens and the attention (eq. 13-14).")
 
@@ -163,7 +163,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "text_only": {"modalities": ("text",)},
     "direct": {"negatives": "direct"},
     "direct_wo_cf": {"negatives": "direct", "causal": False},
-    "frozen_base": {"finetune_base": False},
+    "finetune": {"finetune_base": True},
 }
 
 

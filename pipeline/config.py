@@ -75,13 +75,13 @@ class StudyConfig(BaseModel):
         (2024, 2025, 2026), description="Seeds of the main runs (LightGCN and every variant), for mean ± std."
     )
     variants: tuple[str, ...] = Field(
-        tuple(v for v in VARIANTS if v != "frozen_base"),
+        tuple(v for v in VARIANTS if v != "finetune"),
         description=f"NegGen variants to train; known: {list(VARIANTS)}.",
     )
     # Around the defaults (Fig. 7); run at the first seed, one parameter at a time. τ only acts
     # through the alignment loss, which the default leaves out (α = 0), so it is not swept.
     sensitivity: dict[SweptParameter, tuple[float, ...]] = Field(
-        default_factory=lambda: {"score_weight": (0.5, 2.0), "counterfactual_weight": (0.0, 0.3, 3.0)},
+        default_factory=lambda: {"score_weight": (0.5, 2.0), "counterfactual_weight": (0.0, 1.0, 10.0)},
         description="Values of λ (score_weight), β (counterfactual_weight), α (align_weight), τ (temperature) "
         "to sweep; {} = no sweep.",
     )

@@ -176,10 +176,10 @@ def table_specs(models: set[str]) -> list[TableSpec]:
         TableSpec("table5", "Table 5: module ablation",
                   "NegGen without generated negatives (a uniformly drawn other item as each item's counterfactual), "
                   "without the causal part (no counterfactual term), and without both; a drop against NegGen is what "
-                  "the removed part contributes (§4.5). \"frozen base\" keeps LightGCN's embeddings as the base run "
-                  "left them (NegGen fine-tunes them).",
+                  "the removed part contributes (§4.5). \"fine-tuned base\" also trains LightGCN's embeddings "
+                  "(NegGen keeps them as the base run left them).",
                   (("wo_neg", "w/o NEG"), ("wo_cf", "w/o CF"), ("wo_both", "w/o both"),
-                   ("frozen_base", "frozen base"), (NEGGEN, "NegGen")),
+                   ("finetune", "fine-tuned base"), (NEGGEN, "NegGen")),
                   min_rows=2),
         TableSpec("section2_1", "§2.1: source of negatives",
                   "LightGCN with uniformly sampled negatives, NegGen trained on negatives written in one step "

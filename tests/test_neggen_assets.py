@@ -47,7 +47,7 @@ def test_neggen_study_on_demo(neggen_home, tmp_path):
     assert set(sweep.score_weight) == {0.0} and set(sweep.seed) == {1}
     assert (metrics.value.between(0, 1)).all()
     neggen_rows = metrics[metrics.model == "neggen"]
-    assert set(neggen_rows.counterfactual_weight) == {0.3} and set(neggen_rows.align_weight) == {0.0}
+    assert set(neggen_rows.counterfactual_weight) == {3.0} and set(neggen_rows.align_weight) == {0.0}
     paper_rows = metrics[metrics.model == "neggen_paper"]
     assert set(paper_rows.score_weight) == {0.4} and set(paper_rows.align_weight) == {0.01}
 

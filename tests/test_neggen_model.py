@@ -81,7 +81,7 @@ def test_shapes_and_gradients_reach_every_weight(base, data, config):
     loss.backward()
     for name, parameter in model.causal.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-    # NegGen fine-tunes its base; the printed model keeps it frozen.
+    # Both keep the base frozen by default (the `finetune` variant trains it).
     if config.finetune_base:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.base.parameters())
     else:
@@ -181,7 +181,7 @@ def _alignment(e_c, e_cs, e_i, tau):
 def test_ranking_loss_matches_an_independent_computation(base, data, layer):
     """BPR against the sampled item + β counterfactual term (eq. 12) + α alignment + L2."""
     config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=0.3, temperature=0.15,
-                          content_layer=layer)  # fmt: skip
+                          content_layer=layer, finetune_base=True)  # fmt: skip
     model = randomize_linear(neggen(base, data, config))
     users, pos, neg = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([4, 9, 4, 11, 20]), torch.tensor([5, 4, 30, 2, 7])
     with torch.no_grad():
@@ -258,11 +258,11 @@ def test_variant_switches_change_the_computation(base, data):
     visual_only = neggen(base, data, variant_config(NegGenConfig(), "visual_only"), features=features)
     assert visual_only.token_names == ("image", "image_features")
 
-    # A frozen base receives no gradient.
-    frozen_base = build_model("lightgcn", data, TrainConfig(embedding_size=16, n_layers=2))
-    frozen = neggen(frozen_base, data, variant_config(NegGenConfig(), "frozen_base"), features=features)
-    frozen.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
-    assert frozen.base.user_embedding.grad is None
+    # Fine-tuning: the base embeddings receive gradients (by default they are frozen).
+    tuned_base = build_model("lightgcn", data, TrainConfig(embedding_size=16, n_layers=2))
+    tuned = neggen(tuned_base, data, variant_config(NegGenConfig(), "finetune"), features=features)
+    tuned.calculate_loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
+    assert tuned.base.user_embedding.grad is not None and tuned.base.user_embedding.grad.abs().sum() > 0
 
 
 def test_unknown_variant_and_absent_modality_are_clear_errors(base, data):

@@ -3,29 +3,29 @@ with its generated negative. Two objectives: the shipped `ranking` one and the p
 
 Every item i carries a short sequence of modality tokens (its encoded attributes: title, brand,
 image description, picture features, ...) and the same sequence for its own negative x_i* (the
-generated description with contrasting attributes). e_u, e_i are the base recommender's final
-(LightGCN) embeddings; the ranking score of every candidate is
-
-    y(u,i) = e_u·e_i + λ e_u·e_c(i)
+generated description with contrasting attributes). The base recommender (LightGCN) is the run
+of the same seed, frozen by default.
 
 **objective="ranking" (the default, `neggen`).** Chosen on validation (README, "The NegGen
-model stage"); it keeps the paper's generated counterfactuals, its causal quantity and its score,
-and adds what eq. 19 lacks, an item the user did not take:
+model stage"); it keeps the paper's generated counterfactuals, its causal quantity and its
+projection, and adds what eq. 19 lacks, an item the user did not take:
 
     e_c(i)  = c(x_i) = sum over i's tokens k of P_k x_ik        linear encoder (default), or
             = MLP(mean(SelfAttention(x_i)))                    encoder="attention"
     e_c*(i) = c(x_i*)                                          the same item with its generated attributes
-    TE(u,i) = λ e_u·(e_c(i) - e_c*(i))                         eq. 12: y(u, i) - y(u, i with do(x = x_i*)),
-                                                               the intervened item keeps its e_i
+    content_layer="input" (default): (e_u, e_i) = LightGCN(user ego, item ego + λ e_c), y = e_u·e_i
+    content_layer="output":          y = e_u·e_i + λ e_u·e_c(i)  (the printed score)
+    TE(u,i) = λ/(L+1) e_u·(e_c(i) - e_c*(i))  (input; λ e_u·(...) at the output)
+            = y(u, i) - y(u, i with do(x = x_i*)) to first order: eq. 12, the item keeps its ID
     L = mean softplus(y(u,j) - y(u,i))                         BPR, j a sampled non-interacted item
       + β mean softplus(-TE(u,i))                              the positive beats its own counterfactual
       + α L_align                                              (α = 0 by default: it lost on validation)
-      + LightGCN's L2 term on the batch's ego embeddings        (the base is fine-tuned from its run)
+      (+ LightGCN's L2 term on the batch's ego embeddings when the base is fine-tuned)
 
-With the linear encoder TE = λ e_u·P(x_i - x_i*): the causal difference of the original and the
-generated attributes (eq. 16) projected (eq. 17), exactly. P starts at 0, so epoch 0 is the base
-model itself and a best epoch 0 means the content added nothing. Ranking uses real content only.
-w/o CF drops the counterfactual term (β = 0); w/o NEG draws x_i* from another item.
+With the linear encoder TE is proportional to e_u·P(x_i - x_i*): the causal difference of the
+original and the generated attributes (eq. 16), projected (eq. 17). P starts at 0, so epoch 0 is
+the base model itself and a best epoch 0 means the content added nothing. Ranking uses real
+content only. w/o CF drops the counterfactual term; w/o NEG draws x_i* from another item.
 
 **objective="paper" (the variant `neggen_paper`), as printed, on a frozen base:**
 
