@@ -252,9 +252,11 @@ class NeggenConfig(_Strict):
 
     def study_config(self, dataset: str) -> StudyConfig:
         """The global `neggen` block with the dataset's overrides merged in and validated."""
-        overrides = self.dataset(dataset).neggen or {}
+        overrides = dict(self.dataset(dataset).neggen or {})
+        # A dataset's sweep replaces the global one (`sensitivity: {}` = no sweep); the rest merges.
+        sweep = {"sensitivity": overrides.pop("sensitivity")} if "sensitivity" in overrides else {}
         try:
-            return StudyConfig.model_validate(_merged(self.neggen.model_dump(), overrides))
+            return StudyConfig.model_validate(_merged(self.neggen.model_dump(), overrides) | sweep)
         except ValidationError as err:
             raise ConfigError(_describe(err, prefix=f"datasets.{dataset}.neggen")) from None
 

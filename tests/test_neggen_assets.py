@@ -91,6 +91,12 @@ def test_study_config_merges_per_dataset_and_names_bad_keys(tmp_path):
     study = load_config(config).study_config("demo")
     assert study.seeds == (1, 2, 3) and study.variants == ("neggen",)
     assert study.model.score_weight == 0.6 and study.model.temperature == 0.1
+    # A dataset's sweep replaces the global one; {} means no sweep.
+    config.write_text("neggen: {sensitivity: {score_weight: [0.5]}}\n"
+                      "datasets:\n  demo: {format: demo, neggen: {sensitivity: {}}}\n"
+                      "  other: {format: demo, neggen: {sensitivity: {counterfactual_weight: [0.0]}}}\n")
+    assert load_config(config).study_config("demo").sensitivity == {}
+    assert load_config(config).study_config("other").sensitivity == {"counterfactual_weight": (0.0,)}
     config.write_text("datasets:\n  demo: {format: demo, neggen: {variants: [w/o NEG]}}\n")
     with pytest.raises(ConfigError, match="datasets.demo.neggen.variants"):
         load_config(config).study_config("demo")
