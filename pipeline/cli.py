@@ -46,6 +46,7 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
 
     config.dataset(dataset)  # an unknown name fails before Dagster starts
     from pipeline.definitions import defs
+    from pipeline.progress import root_cause
 
     graph = defs.resolve_asset_graph()
     try:
@@ -72,7 +73,14 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
     if result.success:
         print(f"Done: run {result.run_id}", file=sys.stderr)
         return 0
-    print(f"Failed: run {result.run_id} (details: neggen ui)", file=sys.stderr)
+    # The progress lines name a failed step; a failure outside a step (a resource that could not
+    # start, say) has no such line, so the run's own failure events give the cause here.
+    causes = dict.fromkeys(
+        root_cause(event.event_specific_data.error)
+        for event in result.all_events
+        if event.is_failure and getattr(event.event_specific_data, "error", None) is not None
+    )
+    print(f"Failed: run {result.run_id}: {' | '.join(causes) or 'see the run'} (details: neggen ui)", file=sys.stderr)
     return 1
 
 
