@@ -38,6 +38,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "β=3, fine-tuned base": ("neggen", {"finetune_base": True}),
     "β=10, frozen base": ("neggen", {"counterfactual_weight": 10.0}),
     "β=1, frozen base": ("neggen", {"counterfactual_weight": 1.0}),
+    "λ=0.25 (a 4x smaller content step)": ("neggen", {"score_weight": 0.25}),
     "β=0 (no counterfactual term), fine-tuned": ("neggen", {"counterfactual_weight": 0.0, "finetune_base": True}),
     "β=0.3, fine-tuned": ("neggen", {"counterfactual_weight": 0.3, "finetune_base": True}),
     "β=1, fine-tuned": ("neggen", {"counterfactual_weight": 1.0, "finetune_base": True}),
