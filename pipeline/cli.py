@@ -73,14 +73,20 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
     if result.success:
         print(f"Done: run {result.run_id}", file=sys.stderr)
         return 0
-    # The progress lines name a failed step; a failure outside a step (a resource that could not
-    # start, say) has no such line, so the run's own failure events give the cause here.
+    # A summary from the run's recorded events: it names the cause even where no progress line
+    # did (a failure outside a step, such as a resource that could not start).
     causes = dict.fromkeys(
         root_cause(event.event_specific_data.error)
         for event in result.all_events
         if event.is_failure and getattr(event.event_specific_data, "error", None) is not None
     )
-    print(f"Failed: run {result.run_id}: {' | '.join(causes) or 'see the run'} (details: neggen ui)", file=sys.stderr)
+    checks = [
+        f"check {event.event_specific_data.asset_check_key.name}: FAILED"
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed
+    ]
+    summary = " | ".join([*checks, *causes]) or "see the run"
+    print(f"Failed: run {result.run_id}: {summary} (details: neggen ui)", file=sys.stderr)
     return 1
 
 
