@@ -107,15 +107,18 @@ class CausalModule(nn.Module):
             x = torch.softmax(scores, dim=-1) @ self.value(x)
         return (x * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
 
+    def embed(self, tokens: list[Tensor], present: Tensor) -> Tensor:
+        """The content embedding of one side on its own, f_M(v, t) (not the printed difference form)."""
+        m = self.summarize(tokens, present)
+        return m if self.encoder == "linear" else self.mlp(m)
+
     def forward(
         self, original: list[Tensor], present: Tensor, negative: list[Tensor], negative_present: Tensor
     ) -> tuple[Tensor, Tensor]:
-        m = self.summarize(original, present)
-        m_star = self.summarize(negative, negative_present)
-        if self.encoder == "linear":
-            return m, m_star
-        e_c = self.mlp(m - m_star if self.difference else m)  # eq. 16-17, or f_M(v, t) itself
-        return e_c, self.mlp(m_star)  # eq. 18
+        if not self.difference:
+            return self.embed(original, present), self.embed(negative, negative_present)
+        m, m_star = self.summarize(original, present), self.summarize(negative, negative_present)
+        return self.mlp(m - m_star), self.mlp(m_star)  # eq. 16-18
 
 
 def _scaled(matrix: np.ndarray, scale: float) -> Tensor:
@@ -187,16 +190,23 @@ class NegGen(ScoringModel):
             negative = [self._track(t, self.token_modalities[k], gradient_scale) for k, t in enumerate(negative)]
         return self.causal(original, pick(self.present), negative, pick(self.negative_present))
 
+    def content_embeddings(self) -> Tensor:
+        """e_c of every item, the side that ranking uses (e_c* is computed only where a loss needs it)."""
+        if self.causal.difference:  # the printed e_c = MLP(m - m*) needs each item's negative
+            return self.causal_embeddings()[0]
+        original = [getattr(self, f"original_{k}") for k in range(len(self.token_names))]
+        return self.causal.embed(original, self.present)
+
     def _propagated_with_content(self) -> tuple[Tensor, Tensor]:
         """content_layer "input": LightGCN run on ego embeddings whose items carry λ e_c (real content)."""
-        e_c, _ = self.causal_embeddings()
+        e_c = self.content_embeddings()
         return self.base.propagate(self.base.user_embedding, self.base.item_embedding + self.config.score_weight * e_c)
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
         if self.config.content_layer == "input":
             return self._propagated_with_content()
         user_all, item_all = self._base_embeddings()
-        e_c, _ = self.causal_embeddings()
+        e_c = self.content_embeddings()
         # y = e_u·e_i + λ e_u·e_c = e_u·(e_i + λ e_c): one item matrix serves full ranking.
         return user_all, item_all + self.config.score_weight * e_c
 
@@ -215,20 +225,23 @@ class NegGen(ScoringModel):
         scale = float(n_pairs) if self.training else None
         e_c_items, e_c_star_items = self.causal_embeddings(items, gradient_scale=scale)
         weight = self.config.score_weight
-        if self.config.content_layer == "input":
+        at_input = self.config.content_layer == "input"
+        if at_input:
             user_all, item_all = self._propagated_with_content()  # the content is inside item_all
-            item_score = item_all
             # Replacing x_i by x_i* moves i's layer-0 embedding by λ(e_c* - e_c); through LightGCN's
             # mean over L+1 layers its own final embedding moves by 1/(L+1) of that (first order).
             effect_weight = weight / (getattr(self.base, "n_layers", 0) + 1)
         else:
             user_all, item_all = self._base_embeddings()
-            item_score = torch.zeros_like(item_all).index_add(0, items, weight * e_c_items) + item_all
             effect_weight = weight
         e_u, pos = user_all[users], inverse[:n_pairs]
+
+        def score(batch_items: Tensor, index: Tensor) -> Tensor:
+            e_i = item_all[batch_items] if at_input else item_all[batch_items] + weight * e_c_items[index]
+            return (e_u * e_i).sum(1)
+
         if ranking:
-            y_pos = (e_u * item_score[pos_items]).sum(1)
-            y_neg = (e_u * item_score[neg_items]).sum(1)
+            y_pos, y_neg = score(pos_items, pos), score(neg_items, inverse[n_pairs:])
             # Eq. 12's total effect: item i with its own attributes against i with the generated
             # ones (same collaborative embedding e_i, so only the content terms differ).
             effect = effect_weight * (e_u * (e_c_items[pos] - e_c_star_items[pos])).sum(1)
