@@ -38,9 +38,10 @@ def base_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.
     group_name="model",
     kinds={"pytorch", "safetensors", "parquet"},
     deps=["base_model", "text_embeddings", "image_embeddings"],
-    description="NegGen (paper §3.3-3.4): the causal module on the trained LightGCN of each seed, "
-    "and the configured ablations (w/o NEG, w/o CF, w/o both, V / T only, direct negatives, "
-    "fine-tuned base) and λ/α/τ sweep, each early-stopped on validation and tested once. "
+    description="NegGen (paper §3.3-3.4) on the trained LightGCN of each seed: the shipped `neggen`, "
+    "the printed `neggen_paper` and the configured ablations (w/o NEG, w/o CF, w/o both, V / T only, "
+    "direct negatives, fine-tuned base) and the λ/β/α/τ sweep, each scored at epoch 0, early-stopped on "
+    "validation and tested once. "
     f"Writes `{STUDY_METRICS}` (metric rows of every run) and `{HISTORY_TABLE}` (per epoch, "
     "with the gradient magnitude of the negatives per modality); runs in neggen_model/<run>/.",
 )

@@ -56,8 +56,7 @@ def study_rows(dataset: str, seeds: tuple[int, ...], baselines: tuple[str, ...],
         chosen = config.baselines_config(dataset).model_copy(update={"models": baselines, "seeds": seeds})
         frames.append(run_baselines(store, chosen, train, log=log).metrics)
     table = pd.concat(frames, ignore_index=True)
-    table = table[table.study == "main"] if "study" in table else table
-    table = table.assign(dataset=dataset)
+    table = table[table.study == "main"].assign(dataset=dataset)
     valid = table[(table.split == "valid") & (table.metric == "recall") & (table.k == 20)]
     others = valid[~valid.model.isin(["lightgcn", "neggen", "neggen_paper"])]
     if not others.empty:
@@ -71,7 +70,7 @@ def summary(rows: pd.DataFrame) -> str:
     test = rows[(rows.split == "test") & (rows["mode"] == "mmrec")]
     lines = []
     for dataset, of_dataset in test.groupby("dataset", sort=False):
-        lines += [f"\n## {dataset} (test, mmrec mode, seeds {sorted(of_dataset.seed.unique())})\n",
+        lines += [f"\n## {dataset} (test, mmrec mode, seeds {', '.join(map(str, sorted(of_dataset.seed.unique())))})\n",
                   "| model | " + " | ".join(f"{m[0].upper()}@{k}" for m, k in SHOWN) + " | p (NegGen vs, R@20 / N@20) |",
                   "|---|" + "---:|" * (len(SHOWN) + 1)]  # fmt: skip
         neggen = of_dataset[of_dataset.model == "neggen"]
@@ -107,9 +106,8 @@ def main() -> None:
         new = pd.concat(rows, ignore_index=True)
         if out.exists():  # other datasets' rows stay
             new = pd.concat([pd.read_csv(out).query("dataset not in @args.datasets"), new], ignore_index=True)
-        test = new[new.split == "test"] if "split" in new else new
         RESULTS.mkdir(parents=True, exist_ok=True)
-        test[COLUMNS].to_csv(out, index=False)
+        new[new.split == "test"][COLUMNS].to_csv(out, index=False)
     table = pd.read_csv(out)
     text = summary(table)
     print(text)

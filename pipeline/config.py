@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS, NegGenConfig, TrainConfig
 from neggen_model.models import CONTENT_MODELS
@@ -65,13 +65,22 @@ class EncodingConfig(_Strict):
 SweptParameter = Literal[SWEPT_PARAMETERS]
 
 
+def _distinct_seeds(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or len(set(value)) != len(value):
+        raise ValueError(f"seeds must be distinct and at least one, got {value}")
+    return value
+
+
+Seeds = Annotated[tuple[int, ...], AfterValidator(_distinct_seeds)]
+
+
 class StudyConfig(BaseModel):
     """Which NegGen runs the `neggen_model` asset trains on a dataset."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: NegGenConfig = Field(default_factory=NegGenConfig, description="The full model's hyper-parameters.")
-    seeds: tuple[int, ...] = Field(
+    seeds: Seeds = Field(
         (2024, 2025, 2026), description="Seeds of the main runs (LightGCN and every variant), for mean ± std."
     )
     variants: tuple[str, ...] = Field(
@@ -85,13 +94,6 @@ class StudyConfig(BaseModel):
         description="Values of λ (score_weight), β (counterfactual_weight), α (align_weight), τ (temperature) "
         "to sweep; {} = no sweep.",
     )
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"seeds must be distinct and at least one, got {value}")
-        return value
 
     @field_validator("variants")
     @classmethod
@@ -110,7 +112,7 @@ class BaselinesConfig(BaseModel):
     models: tuple[str, ...] = Field(
         ("vbpr", "freedom"), description=f"Baselines to train, in order; known: {sorted(CONTENT_MODELS)}."
     )
-    seeds: tuple[int, ...] = Field(
+    seeds: Seeds = Field(
         (2024, 2025, 2026), description="Seeds of the chosen setting; the grid runs at the first."
     )
     grid: dict[str, dict[str, tuple]] = Field(
@@ -130,13 +132,6 @@ class BaselinesConfig(BaseModel):
             raise ValueError(f"unknown baselines {unknown}; known: {sorted(CONTENT_MODELS)}")
         if len(set(value)) != len(value):
             raise ValueError(f"a baseline is listed twice: {list(value)}")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or len(set(value)) != len(value):
-            raise ValueError(f"seeds must be distinct and at least one, got {value}")
         return value
 
     @model_validator(mode="after")

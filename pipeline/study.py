@@ -100,8 +100,7 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
 
 def hardness_table(store: DatasetStore) -> pd.DataFrame:
     """negative_hardness per item and negative source (see neggen_model.features.negative_hardness)."""
-    interactions = store.read("items", columns=["item_id"])
-    features = load_item_features(store, len(interactions))
+    features = load_item_features(store, len(store.read("items", columns=["item_id"])))
     frames = []
     for source in NEGATIVE_VERSIONS:
         if all(source in t.versions for t in features.tokens):
