@@ -147,6 +147,20 @@ class NegGenConfig(BaseModel):
             raise ValueError("modalities must name at least one of text, visual")
         return tuple(sorted(set(value)))
 
+    def canonical(self) -> NegGenConfig:
+        """The same training with every field it cannot depend on set to its default, so that
+        configs that train the same model share one run (the stage keys runs by this)."""
+        defaults, update = NegGenConfig(), {}
+        if self.align_weight == 0:  # τ acts only through the alignment loss
+            update["temperature"] = defaults.temperature
+        if self.objective == "paper":  # β weighs a term of the ranking objective only
+            update["counterfactual_weight"] = defaults.counterfactual_weight
+        elif self.encoder == "linear" and self.align_weight == 0 and (not self.causal or self.counterfactual_weight == 0):
+            # No term reads a negative (w/o CF = w/o both = β 0): plain BPR on the content.
+            update |= {"causal": False, "counterfactual_weight": defaults.counterfactual_weight,
+                       "negatives": defaults.negatives}  # fmt: skip
+        return self.model_copy(update=update)
+
 
 #: The paper's ablations (Tables 4-5, §2.1, Fig. 6) as overrides of NegGenConfig, by the name
 #: they carry in the metrics table. "neggen" is the full model (V&T in Table 4).

@@ -95,6 +95,11 @@ class StudyConfig(BaseModel):
         "to sweep; {} = no sweep.",
     )
 
+    workers: int = Field(
+        2, ge=1, description="Runs trained at once, each in its own process with cores // workers torch threads "
+        "(1 = one after another in the stage's process, with an epoch bar on a terminal).",
+    )
+
     @field_validator("variants")
     @classmethod
     def _variants(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -7,10 +7,12 @@ it, so a re-materialization reuses finished runs and resumes an interrupted one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from neggen_model.checkpoint import MODEL_META, load_model
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS, NegGenConfig, TrainConfig, variant_config
+from neggen_model.data import InteractionData
 from neggen_model.features import ItemFeatures, ModalityToken, negative_hardness
 from neggen_model.models.neggen import GRADIENT_COLUMNS, NegGen
 from neggen_model.trainer import Trainer
@@ -36,6 +39,7 @@ from pipeline.training import (
     run_columns,
     train_run,
 )
+from pipeline.workers import run_all
 
 STAGE = "neggen_model"
 HISTORY_TABLE = "neggen_history"
@@ -170,6 +174,41 @@ def _finished_at(run_dir) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def _stage_inputs(store: DatasetStore) -> tuple[InteractionData, ItemFeatures, str]:
+    """The interactions, item features and their fingerprint, read once per process and table state."""
+    paths = [store.table_path(t) for t in ("interactions", TEXT_STAGE, IMAGE_STAGE)]
+    return _read_stage_inputs(store.home, store.dataset, tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_stage_inputs(home: Path, dataset: str, _state: tuple[int, ...]) -> tuple[InteractionData, ItemFeatures, str]:
+    store = DatasetStore(home, dataset)
+    data = load_interaction_data(store)
+    features = load_item_features(store, data.n_items)
+    return data, features, features_fingerprint(features)
+
+
+def _train_base(store: DatasetStore, config: TrainConfig, progress: bool) -> TrainedRun:
+    return train_run(store, BASE_STAGE, BASE_MODEL, config, _stage_inputs(store)[0], progress)
+
+
+def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) -> str:
+    """Keyed by the canonical config: variants that train the same model (w/o CF, w/o both, β = 0) share a key."""
+    return content_key({"neggen": config.canonical().model_dump(mode="json"), "train": base.config.model_dump(mode="json"),
+                        "base": base.run_dir.name, "features": fingerprint})  # fmt: skip
+
+
+def _train_neggen(
+    store: DatasetStore, base: TrainedRun, run_dir: Path, model: str, config: NegGenConfig, seed: int, progress: bool
+) -> TrainedRun:
+    data, features, _ = _stage_inputs(store)
+    # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
+    base_model, _ = load_model(base.run_dir, data, device=base.config.device)
+    neggen = NegGen(base_model, features, config, seed)
+    result = Trainer(neggen, data, base.config, checkpoint_dir=run_dir, progress=progress).fit()
+    return TrainedRun(STAGE, model, run_dir, base.config, result)
+
+
 def run_study(
     store: DatasetStore,
     study: StudyConfig,
@@ -178,44 +217,52 @@ def run_study(
     log: Callable[[str], None] = lambda line: None,
     write: bool = True,
 ) -> StudyResult:
-    """Train LightGCN per seed and every planned NegGen run on it; write the metrics and
-    history tables of all of them (STUDY_METRICS, HISTORY_TABLE; not with write=False, for a
-    benchmark beside the stage) and return them."""
-    data = load_interaction_data(store)
-    features = load_item_features(store, data.n_items)
-    fingerprint = features_fingerprint(features)
+    """Train LightGCN per seed and every planned NegGen run on it, `study.workers` at a time
+    (pipeline/workers.py); write the metrics and history tables of all of them (STUDY_METRICS,
+    HISTORY_TABLE; not with write=False, for a benchmark beside the stage) and return them."""
+    _, features, fingerprint = _stage_inputs(store)
     planned, skipped = _planned_runs(study, features)
     for variant, why in skipped.items():
         log(f"skipping {variant}: {why}")
     total = len(study.seeds) + len(planned)
-    metrics, history = [], []
+    progress = progress and study.workers == 1  # epoch bars of several processes would interleave
+    finished: dict[int, tuple[list[dict], pd.DataFrame]] = {}
 
     def record(index: int, model: str, study_name: str, run: TrainedRun, config: NegGenConfig | None) -> None:
         r = run.result
         columns = run_columns(model, study_name, r.seed, f"{run.stage}/{run.run_dir.name}", config)
-        metrics.extend(metric_rows(columns, asdict(r), run.stage, store.dataset, _finished_at(run.run_dir)))
-        history.append(pd.DataFrame(r.history).assign(**columns))
+        rows = metric_rows(columns, asdict(r), run.stage, store.dataset, _finished_at(run.run_dir))
+        finished[index] = (rows, pd.DataFrame(r.history).assign(**columns))
         swept = "".join(f" {name}={getattr(config, name)}" for name in SWEPT_PARAMETERS) if study_name != "main" else ""
         log(
-            f"[{index}/{total}] {model} seed {r.seed}{swept}: best epoch {r.best_epoch}/{r.epochs_run}, "
+            f"[{len(finished)}/{total}] {model} seed {r.seed}{swept}: best epoch {r.best_epoch}/{r.epochs_run}, "
             f"valid recall@20 {r.best_valid['recall@20']:.4f}, test recall@20 {r.test['mmrec']['recall@20']:.4f} "
             f"({r.wall_seconds:.1f}s)"
         )
 
     bases: dict[int, TrainedRun] = {}
-    for index, seed in enumerate(study.seeds, start=1):
-        bases[seed] = train_run(store, BASE_STAGE, BASE_MODEL, train_config.model_copy(update={"seed": seed}), data, progress)
-        record(index, BASE_MODEL, "main", bases[seed], None)
-    for index, (model, study_name, seed, config) in enumerate(planned, start=len(study.seeds) + 1):
-        base = bases[seed]
-        key = content_key({"neggen": config.model_dump(mode="json"), "train": base.config.model_dump(mode="json"),
-                           "base": base.run_dir.name, "features": fingerprint})  # fmt: skip
-        run_dir = store.folder(STAGE) / f"{model}-{key}"
-        # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
-        base_model, _ = load_model(base.run_dir, data, device=base.config.device)
-        neggen = NegGen(base_model, features, config, seed)
-        result = Trainer(neggen, data, base.config, checkpoint_dir=run_dir, progress=progress).fit()
-        record(index, model, study_name, TrainedRun(STAGE, model, run_dir, base.config, result), config)
+    base_calls = [(store, train_config.model_copy(update={"seed": seed}), progress) for seed in study.seeds]
+    for index, run in run_all(_train_base, base_calls, study.workers):
+        bases[run.result.seed] = run
+        record(index, BASE_MODEL, "main", run, None)
+    keys = [_neggen_run_key(bases[seed], config, fingerprint) for _, _, seed, config in planned]
+    first_of: dict[str, int] = {}  # each run once, even when two variants name it
+    for index, key in enumerate(keys):
+        first_of.setdefault(key, index)
+    distinct = list(first_of)
+    calls = []
+    for key in distinct:
+        model, _, seed, config = planned[first_of[key]]
+        # Named after the first variant that ran it (an existing folder of the same key is reused).
+        existing = sorted(store.folder(STAGE).glob(f"*-{key}"))
+        run_dir = existing[0] if existing else store.folder(STAGE) / f"{model}-{key}"
+        calls.append((store, bases[seed], run_dir, model, config, seed, progress))
+    for index, run in run_all(_train_neggen, calls, study.workers):
+        for planned_index in (i for i, key in enumerate(keys) if key == distinct[index]):
+            model, study_name, _, config = planned[planned_index]
+            record(len(study.seeds) + planned_index, model, study_name, replace(run, model=model), config)
+    metrics = [row for index in sorted(finished) for row in finished[index][0]]
+    history = [finished[index][1] for index in sorted(finished)]
     history_table = pd.concat(history, ignore_index=True)
     for column in GRADIENT_COLUMNS.values():  # a column per modality, NaN where absent
         if column not in history_table:

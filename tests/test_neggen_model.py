@@ -3,6 +3,8 @@ computation, variant switches, and bit-for-bit reproducible training."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -111,18 +113,54 @@ def test_neggen_starts_as_its_base_and_ranks_by_real_content_only(base, data):
     """Epoch 0 of NegGen is its base exactly (so "best epoch 0" means the content added nothing);
     its scores use the items' own attributes, never their generated negatives."""
     users = torch.arange(data.n_users)
-    for layer in ("input", "output"):
-        model = neggen(base, data, NegGenConfig(content_layer=layer))
+
+    def scores(layer: str, features: ItemFeatures) -> torch.Tensor:
+        model = randomize_linear(neggen(base, data, NegGenConfig(content_layer=layer), features=features))
         with torch.no_grad():
-            assert torch.equal(model.full_sort_predict(users), base.full_sort_predict(users))
-            randomize_linear(model)
-            before = model.full_sort_predict(users)
-            model.negative_0.add_(1.0)  # every item's negative title
-            assert torch.equal(model.full_sort_predict(users), before)
-            model.original_0[7] += 1.0  # item 7's own title only
-            changed = (model.full_sort_predict(users) != before).any(dim=0)
+            return model.full_sort_predict(users)
+
+    features = make_features(data.n_items)
+    title = features.tokens[0]
+    other_negatives = replace(title, versions=title.versions | {"generated": title.versions["generated"] + 1.0})
+    own_title = title.versions["original"].copy()
+    own_title[7] *= -1.0  # item 7's own title only (same norm: tokens are scaled by their RMS norm)
+    other_title = replace(title, versions=title.versions | {"original": own_title})
+    for layer in ("input", "output"):
+        with torch.no_grad():
+            start = neggen(base, data, NegGenConfig(content_layer=layer), features=features).full_sort_predict(users)
+        assert torch.equal(start, base.full_sort_predict(users))
+        before = scores(layer, features)
+        assert torch.equal(scores(layer, replace(features, tokens=(other_negatives, *features.tokens[1:]))), before)
+        changed = (scores(layer, replace(features, tokens=(other_title, *features.tokens[1:]))) != before).any(dim=0)
         # At the output only item 7's score moves; at the input LightGCN carries it to its users.
         assert changed[7] and (changed.sum() == 1 if layer == "output" else changed.sum() > 1)
+
+
+def test_the_shipped_path_equals_propagating_the_content_every_batch(base, data):
+    """Frozen base, linear encoder at the input: the loss, its gradients and Fig. 3's statistic
+    from the precomputed LightGCN([0; X]) rows equal those of a full propagation per batch."""
+    model = randomize_linear(neggen(base, data, NegGenConfig(), features=make_features(data.n_items, missing_brand=5)))
+    assert model.precomputed
+    users, pos, neg = torch.tensor([0, 1, 2, 3, 1, 4]), torch.tensor([4, 9, 4, 11, 20, 5]), torch.tensor([5, 4, 30, 2, 7, 8])
+
+    def step(precomputed: bool):
+        model.precomputed = precomputed
+        model.zero_grad(set_to_none=True)
+        loss = model.calculate_loss(users, pos, neg)
+        loss.backward()
+        return loss.item(), [p.weight.grad.clone() for p in model.causal.project], model.pop_epoch_stats()
+
+    (fast, fast_grads, fast_stats), (full, full_grads, full_stats) = step(True), step(False)
+    assert fast == pytest.approx(full, rel=1e-6)
+    for a, b in zip(fast_grads, full_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert fast_stats.keys() == full_stats.keys() == {"grad_negative_text", "grad_negative_visual"}
+    for key, value in fast_stats.items():
+        assert value == pytest.approx(full_stats[key], rel=1e-5) and value > 0
+    with torch.no_grad():
+        fast_items = model.final_embeddings()[1]
+        model.precomputed = False
+        assert torch.allclose(fast_items, model.final_embeddings()[1], atol=1e-6)
 
 
 def test_paper_scores_use_each_items_own_negative(base, data):
@@ -177,12 +215,18 @@ def _alignment(e_c, e_cs, e_i, tau):
     return np.mean(-pos_logit + np.log(np.exp(pos_logit) + np.exp(neg_logit)))
 
 
-@pytest.mark.parametrize("layer", ["input", "output"])
-def test_ranking_loss_matches_an_independent_computation(base, data, layer):
-    """BPR against the sampled item + β counterfactual term (eq. 12) + α alignment + L2."""
-    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=0.3, temperature=0.15,
-                          content_layer=layer, finetune_base=True)  # fmt: skip
+@pytest.mark.parametrize(
+    ("layer", "finetune", "align"),
+    [("input", True, 0.3), ("output", True, 0.3), ("input", False, 0.3), ("input", False, 0.0)],
+    ids=["input-finetuned", "output-finetuned", "input-frozen-aligned", "input-frozen-shipped"],
+)
+def test_ranking_loss_matches_an_independent_computation(base, data, layer, finetune, align):
+    """BPR against the sampled item + β counterfactual term (eq. 12) + α alignment (+ L2 when the
+    base is fine-tuned), on every code path (a frozen base at the input uses precomputed rows)."""
+    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=align, temperature=0.15,
+                          content_layer=layer, finetune_base=finetune)  # fmt: skip
     model = randomize_linear(neggen(base, data, config))
+    assert model.precomputed == (layer == "input" and not finetune)
     users, pos, neg = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([4, 9, 4, 11, 20]), torch.tensor([5, 4, 30, 2, 7])
     with torch.no_grad():
         e_c, e_cs = (t.double().numpy() for t in model.causal_embeddings())
@@ -205,9 +249,10 @@ def test_ranking_loss_matches_an_independent_computation(base, data, layer):
     effect_weight = 0.7 / (base.n_layers + 1) if layer == "input" else 0.7
     effect = effect_weight * (user_all[u] * (e_c[p] - e_cs[p])).sum(1)
     distinct = np.unique(np.r_[p, n])
-    align = _alignment(e_c[distinct], e_cs[distinct], collaborative[distinct], 0.15)
+    alignment = _alignment(e_c[distinct], e_cs[distinct], collaborative[distinct], 0.15)
     reg = 1e-4 * 0.5 * (np.square(ego_u[u]).sum() + np.square(ego_i[p]).sum() + np.square(ego_i[n]).sum()) / len(u)
-    assert loss == pytest.approx(bpr + 0.5 * np.mean(_softplus(-effect)) + 0.3 * align + reg, rel=1e-5)
+    expected = bpr + 0.5 * np.mean(_softplus(-effect)) + align * alignment + (reg if finetune else 0.0)
+    assert loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_variant_switches_change_the_computation(base, data):
@@ -229,13 +274,17 @@ def test_variant_switches_change_the_computation(base, data):
     # NegGen w/o CF (and without alignment): the loss no longer depends on the negatives.
     batch = (torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
     no_align = NegGenConfig(align_weight=0.0)
-    full = randomize_linear(neggen(base, data, no_align, features=features))
-    ranking_wo_cf = randomize_linear(neggen(base, data, variant_config(no_align, "wo_cf"), features=features))
-    with torch.no_grad():
-        before = full.calculate_loss(*batch), ranking_wo_cf.calculate_loss(*batch)
-        for model in (full, ranking_wo_cf):
-            model.negative_0.add_(1.0)
-        after = full.calculate_loss(*batch), ranking_wo_cf.calculate_loss(*batch)
+    title = features.tokens[0]
+    shifted = replace(title, versions=title.versions | {"generated": title.versions["generated"] + 1.0})
+    other_negatives = replace(features, tokens=(shifted, *features.tokens[1:]))
+
+    def losses(with_features: ItemFeatures) -> tuple[float, float]:
+        full = randomize_linear(neggen(base, data, no_align, features=with_features))
+        ranking_wo_cf = randomize_linear(neggen(base, data, variant_config(no_align, "wo_cf"), features=with_features))
+        with torch.no_grad():
+            return full.calculate_loss(*batch).item(), ranking_wo_cf.calculate_loss(*batch).item()
+
+    before, after = losses(features), losses(other_negatives)
     assert before[0] != after[0] and before[1] == after[1]
     full = neggen(base, data, NegGenConfig(), features=features)
 
@@ -331,12 +380,22 @@ def test_study_on_a_text_only_store(tmp_path, data):
     assert not np.array_equal(brand.versions["generated"][4], brand.versions["original"][4])
     assert np.array_equal(brand.versions["original"][5], vectors[rows.index((5, "brand", "original"))])
 
-    study = StudyConfig(seeds=(1,), variants=("neggen", "wo_neg", "visual_only", "direct"), sensitivity={})
-    result = run_study(store, study, TrainConfig(epochs=2, embedding_size=8, n_layers=1))
+    study = StudyConfig(seeds=(1,), variants=("neggen", "wo_neg", "wo_cf", "wo_both", "visual_only", "direct"),
+                        sensitivity={"counterfactual_weight": (0.0,)}, workers=2)  # fmt: skip
+    train = TrainConfig(epochs=2, embedding_size=8, n_layers=1)
+    result = run_study(store, study, train)
     assert set(result.skipped) == {"visual_only", "direct"}
-    assert set(result.metrics.model) == {"lightgcn", "neggen", "wo_neg"}
+    assert set(result.metrics.model) == {"lightgcn", "neggen", "wo_neg", "wo_cf", "wo_both"}
+    # w/o CF, w/o both and β = 0 train the same model (no term reads a negative): one run serves all three.
+    runs = result.metrics.drop_duplicates(["model", "study", "run_dir"]).set_index(["model", "study"]).run_dir
+    assert runs["wo_cf", "main"] == runs["wo_both", "main"] == runs["neggen", "sensitivity"] != runs["wo_neg", "main"]
+    assert len({runs["neggen", "main"], runs["wo_neg", "main"], runs["wo_cf", "main"]}) == 3
+    assert sorted(p.name.split("-")[0] for p in store.folder("neggen_model").iterdir()) == ["neggen", "wo_cf", "wo_neg"]
+    # In two worker processes or in this one, the finished runs are found and reused as they are.
+    again = run_study(store, study.model_copy(update={"workers": 1}), train)
+    pd.testing.assert_frame_equal(again.metrics.drop(columns="finished_at"), result.metrics.drop(columns="finished_at"))
     history = store.read("neggen_history")
-    neggen_epochs = history[(history.model == "neggen") & (history.epoch > 0)]
+    neggen_epochs = history[(history.model == "neggen") & (history.study == "main") & (history.epoch > 0)]
     # The linear encoder starts at 0, so no gradient reaches the negatives before its first step.
     assert neggen_epochs.grad_negative_text.iloc[-1] > 0 and neggen_epochs.grad_negative_visual.isna().all()
 
@@ -364,3 +423,29 @@ def test_negative_hardness_against_a_direct_computation():
     assert measures["changed_tokens"].tolist() == [1] * 20 + [0] * 5 + [1] + [0] * 4
     with pytest.raises(ValueError, match="differ from the originals"):
         negative_hardness(ItemFeatures(n, (picture,)))
+
+
+def test_canonical_config_merges_only_identical_trainings():
+    """The stage keys runs by NegGenConfig.canonical(): merged configs must train the same model."""
+    shipped = NegGenConfig()
+    no_negative_read = [variant_config(shipped, "wo_cf"), variant_config(shipped, "wo_both"),
+                        shipped.model_copy(update={"counterfactual_weight": 0.0})]  # fmt: skip
+    assert len({c.canonical() for c in no_negative_read}) == 1
+    assert shipped.canonical() == shipped  # the defaults are their own canonical form
+    # Each of these reads the negatives or changes the computation, so it keeps its own run.
+    distinct = [
+        shipped,
+        variant_config(shipped, "wo_neg"),
+        variant_config(shipped, "wo_cf"),
+        variant_config(shipped.model_copy(update={"align_weight": 0.1}), "wo_cf"),
+        variant_config(shipped.model_copy(update={"align_weight": 0.1}), "wo_both"),
+        shipped.model_copy(update={"align_weight": 0.1, "temperature": 0.5}),
+        shipped.model_copy(update={"encoder": "attention", "counterfactual_weight": 0.0}),
+        variant_config(shipped.model_copy(update={"encoder": "attention"}), "wo_cf"),
+        PAPER,
+        variant_config(PAPER, "wo_neg"),
+    ]
+    assert len({c.canonical() for c in distinct}) == len(distinct)
+    # τ without alignment and β of the printed objective change nothing.
+    assert shipped.model_copy(update={"temperature": 0.9}).canonical() == shipped
+    assert PAPER.model_copy(update={"counterfactual_weight": 7.0}).canonical() == PAPER.canonical()

@@ -88,6 +88,10 @@ class Recommender(ScoringModel):
     Subclasses define how free (ego) embeddings become final ones (`propagate`).
     """
 
+    #: propagate(a + b) == propagate(a) + propagate(b) and propagate(c a) == c propagate(a): lets a
+    #: model on a frozen base push constant inputs through the graph once (NegGen's content).
+    linear_propagation: ClassVar[bool] = False
+
     def __init__(self, data: InteractionData, config: TrainConfig):
         super().__init__()
         self.n_users = data.n_users

@@ -11,6 +11,7 @@ class BPRMF(Recommender):
     """The ego embeddings are the final embeddings; everything else is the shared BPR objective."""
 
     name = "bpr"
+    linear_propagation = True
 
     def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
         return user_ego, item_ego

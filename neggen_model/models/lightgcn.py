@@ -31,6 +31,7 @@ class LightGCN(Recommender):
     """Embeddings propagated L times over the normalised user-item graph, then averaged."""
 
     name = "lightgcn"
+    linear_propagation = True
 
     def __init__(self, data: InteractionData, config: TrainConfig):
         super().__init__(data, config)

@@ -166,7 +166,26 @@ class NegGen(ScoringModel):
                 user_all, item_all = base.final_embeddings()
             self.register_buffer("base_user", user_all.detach().clone(), persistent=False)
             self.register_buffer("base_item", item_all.detach().clone(), persistent=False)
+        # Linear encoder at the input of a frozen, linear propagation: LightGCN(ego + λ[0; Σ_k X_k P_k])
+        # = LightGCN(ego) + λ LightGCN([0; X]) P, with X the item's tokens side by side and P the
+        # P_k stacked. LightGCN([0; X]) is a constant, so a batch needs its own rows only, not a pass
+        # over the graph, and eq. 12's effect needs P(X_i - X_i*) of its positives only (README).
+        self.precomputed = (
+            config.content_layer == "input" and config.encoder == "linear"
+            and not config.finetune_base and base.linear_propagation
+        )  # fmt: skip
+        if self.precomputed:
+            with torch.no_grad():
+                original, negative = (
+                    torch.cat([getattr(self, f"{side}_{k}") * mask[:, k : k + 1] for k in range(len(self.token_names))], 1)
+                    for side, mask in (("original", self.present), ("negative", self.negative_present))
+                )
+                users_x, items_x = base.propagate(original.new_zeros(base.n_users, original.shape[1]), original)
+            self.register_buffer("propagated", torch.cat([users_x, items_x]), persistent=False)
+            self.register_buffer("content_difference", original - negative, persistent=False)
+            self.token_columns = np.cumsum([0] + [t.shape[1] for t in tokens.original])
         self._grad_sq: dict[str, Tensor] = {}  # this batch's per-item squared gradient norms
+        self._grad_rows: Tensor | None = None  # which of those items count: the positives (None: all)
         self._grad_sum: dict[str, float] = {}
         self._grad_count: dict[str, int] = {}
 
@@ -197,8 +216,21 @@ class NegGen(ScoringModel):
         original = [getattr(self, f"original_{k}") for k in range(len(self.token_names))]
         return self.causal.embed(original, self.present)
 
+    def _stacked_projection(self) -> Tensor:
+        """P = [P_1 ... P_K]: the linear encoder as one map of the side-by-side tokens."""
+        return torch.cat([project.weight for project in self.causal.project], dim=1)
+
+    def _graph_content(self, rows: Tensor | None = None) -> Tensor:
+        """λ LightGCN([0; X])[rows] P: what the items' content adds to the final embeddings of
+        `rows` (users first, then items; all when None). Only when self.precomputed."""
+        propagated = self.propagated if rows is None else self.propagated.index_select(0, rows)
+        return self.config.score_weight * F.linear(propagated, self._stacked_projection())
+
     def _propagated_with_content(self) -> tuple[Tensor, Tensor]:
         """content_layer "input": LightGCN run on ego embeddings whose items carry λ e_c (real content)."""
+        if self.precomputed:
+            added = self._graph_content()
+            return self.base_user + added[: self.base.n_users], self.base_item + added[self.base.n_users :]
         e_c = self.content_embeddings()
         return self.base.propagate(self.base.user_embedding, self.base.item_embedding + self.config.score_weight * e_c)
 
@@ -218,42 +250,80 @@ class NegGen(ScoringModel):
         y(u, i) against y(u, j) for the sampled non-interacted j, + β eq. 19 + α L_align."""
         self._fold_gradients()
         ranking = self.config.objective == "ranking"
+        if ranking and self.precomputed and self.config.align_weight == 0:
+            return self._precomputed_ranking_loss(users, pos_items, neg_items)
         n_pairs = len(users)
         scored = torch.cat([pos_items, neg_items]) if ranking else pos_items
         items, inverse = torch.unique(scored, return_inverse=True)
+        # Fig. 3 is over the batch's distinct positives (a sampled j's own negative is not in the loss).
+        self._grad_rows = torch.isin(items, pos_items) if ranking else None
         # The batch loss is a mean over pairs; x len(users) records gradients of the pairs' sum.
         scale = float(n_pairs) if self.training else None
         e_c_items, e_c_star_items = self.causal_embeddings(items, gradient_scale=scale)
         weight = self.config.score_weight
         at_input = self.config.content_layer == "input"
-        if at_input:
-            user_all, item_all = self._propagated_with_content()  # the content is inside item_all
-            # Replacing x_i by x_i* moves i's layer-0 embedding by λ(e_c* - e_c); through LightGCN's
-            # mean over L+1 layers its own final embedding moves by 1/(L+1) of that (first order).
-            effect_weight = weight / (getattr(self.base, "n_layers", 0) + 1)
-        else:
-            user_all, item_all = self._base_embeddings()
-            effect_weight = weight
-        e_u, pos = user_all[users], inverse[:n_pairs]
+        if self.precomputed:  # the batch's rows only (see __init__)
+            e_u = self.base_user[users] + self._graph_content(users)
+            item_rows = self.base_item[items] + self._graph_content(items + self.base.n_users)
+        else:  # at the input the content is inside the propagated items; at the output it is added below
+            user_all, item_all = self._propagated_with_content() if at_input else self._base_embeddings()
+            e_u, item_rows = user_all[users], item_all[items]
+        effect_weight = self._effect_weight()
+        pos = inverse[:n_pairs]
 
-        def score(batch_items: Tensor, index: Tensor) -> Tensor:
-            e_i = item_all[batch_items] if at_input else item_all[batch_items] + weight * e_c_items[index]
+        def score(index: Tensor) -> Tensor:
+            e_i = item_rows[index] if at_input else item_rows[index] + weight * e_c_items[index]
             return (e_u * e_i).sum(1)
 
         if ranking:
-            y_pos, y_neg = score(pos_items, pos), score(neg_items, inverse[n_pairs:])
+            y_pos, y_neg = score(pos), score(inverse[n_pairs:])
             # Eq. 12's total effect: item i with its own attributes against i with the generated
             # ones (same collaborative embedding e_i, so only the content terms differ).
             effect = effect_weight * (e_u * (e_c_items[pos] - e_c_star_items[pos])).sum(1)
-            loss = F.softplus(y_neg - y_pos).mean()
-            if self.config.causal:
-                loss = loss + self.config.counterfactual_weight * F.softplus(-effect).mean()
+            loss = self._ranking_loss(y_pos, y_neg, effect)
         else:
-            loss = self.recommendation_loss(e_u, item_all[pos_items], e_c_items[pos], e_c_star_items[pos])
-        loss = loss + self.config.align_weight * self.alignment_loss(e_c_items, e_c_star_items, item_all[items])
+            loss = self.recommendation_loss(e_u, item_rows[pos], e_c_items[pos], e_c_star_items[pos])
+        loss = loss + self.config.align_weight * self.alignment_loss(e_c_items, e_c_star_items, item_rows)
         if self.config.finetune_base:
             loss = loss + self.base.ego_regulariser(users, *((pos_items, neg_items) if ranking else (pos_items,)))
         return loss
+
+    def _effect_weight(self) -> float:
+        """The factor of e_u·(e_c - e_c*) in eq. 12's effect: λ at the output. At the input, replacing
+        x_i by x_i* moves i's layer-0 embedding by λ(e_c* - e_c); through LightGCN's mean over L+1
+        layers its own final embedding moves by 1/(L+1) of that (first order)."""
+        if self.config.content_layer == "output":
+            return self.config.score_weight
+        return self.config.score_weight / (getattr(self.base, "n_layers", 0) + 1)
+
+    def _ranking_loss(self, y_pos: Tensor, y_neg: Tensor, effect: Tensor) -> Tensor:
+        """BPR of the positive against the sampled item, + β softplus(-TE) (w/o CF: BPR alone)."""
+        loss = F.softplus(y_neg - y_pos).mean()
+        if self.config.causal:
+            loss = loss + self.config.counterfactual_weight * F.softplus(-effect).mean()
+        return loss
+
+    def _precomputed_ranking_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """The ranking loss from the batch's rows of the propagated content (same value and
+        gradients as the general path, checked by a test; α = 0 so e_c* alone is never needed)."""
+        n_users, n_pairs = self.base.n_users, len(users)
+        projection = self._stacked_projection()
+        rows = torch.cat([users, pos_items + n_users, neg_items + n_users])
+        added = self.config.score_weight * F.linear(self.propagated.index_select(0, rows), projection)
+        e_u = self.base_user[users] + added[:n_pairs]
+        y_pos = (e_u * (self.base_item[pos_items] + added[n_pairs : 2 * n_pairs])).sum(1)
+        y_neg = (e_u * (self.base_item[neg_items] + added[2 * n_pairs :])).sum(1)
+        positives, pair_of = torch.unique(pos_items, return_inverse=True)
+        difference = self.content_difference.index_select(0, positives)  # X_i - X_i* per distinct positive
+        if self.training:  # d/dX* of the loss is -d/d(X - X*): the same norms for Fig. 3
+            columns = self.token_columns
+            difference = torch.cat([
+                self._track(difference[:, columns[k] : columns[k + 1]], modality, float(n_pairs),
+                            present=self.negative_present[positives, k])
+                for k, modality in enumerate(self.token_modalities)
+            ], dim=1)  # fmt: skip
+        effect = self._effect_weight() * (e_u * F.linear(difference, projection)[pair_of]).sum(1)
+        return self._ranking_loss(y_pos, y_neg, effect)
 
     def recommendation_loss(self, e_u: Tensor, e_i: Tensor, e_c: Tensor, e_c_star: Tensor) -> Tensor:
         """Eq. 19: mean -log σ(λ e_u·e_c + e_u·e_i - e_u·e_c*), as softplus to avoid underflow."""
@@ -268,12 +338,16 @@ class NegGen(ScoringModel):
 
     # --- gradient magnitude of the negatives per modality (paper Fig. 3) --------------------
 
-    def _track(self, negative: Tensor, modality: str, scale: float) -> Tensor:
+    def _track(self, negative: Tensor, modality: str, scale: float, present: Tensor | None = None) -> Tensor:
+        """negative as a leaf whose gradient is recorded; `present` (rows) zeroes the rows whose
+        negative token is absent, when the tensor is a difference that still has the original part."""
         leaf = negative.detach().requires_grad_(True)
 
         def record(grad: Tensor) -> None:
             # Tokens of one modality add up: the norm is over all of that modality's tokens.
             sq = (grad.detach() * scale).square().sum(dim=1)
+            if present is not None:
+                sq = sq * present
             self._grad_sq[modality] = self._grad_sq.get(modality, 0) + sq
 
         leaf.register_hook(record)
@@ -281,12 +355,13 @@ class NegGen(ScoringModel):
 
     def _fold_gradients(self) -> None:
         for modality, sq in self._grad_sq.items():
+            sq = sq if self._grad_rows is None else sq[self._grad_rows]
             self._grad_sum[modality] = self._grad_sum.get(modality, 0.0) + float(sq.sqrt().sum())
             self._grad_count[modality] = self._grad_count.get(modality, 0) + int(sq.numel())
         self._grad_sq = {}
 
     def pop_epoch_stats(self) -> dict[str, float]:
-        """Mean L2 norm, per distinct item of a batch, of the loss gradient w.r.t. that item's
+        """Mean L2 norm, per distinct positive item of a batch, of the loss gradient w.r.t. that item's
         negative tokens of each modality (the loss summed over the batch's pairs)."""
         self._fold_gradients()
         stats = {GRADIENT_COLUMNS[m]: self._grad_sum[m] / self._grad_count[m] for m in self._grad_sum}
