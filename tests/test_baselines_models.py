@@ -1,13 +1,16 @@
 """The multi-modal baselines on tiny data: they learn, gradients reach the content projections,
 seeded and resumed runs are bit for bit the same, text-only content works, bad content is refused
-with a clear error; and the pieces they are built from (pooling, kNN graph, edge pruning)."""
+with a clear error; and the pieces they are built from (pooling, kNN graph, edge pruning, DRAGON's
+user-user graph, DiffMM's diffusion step)."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from neggen_model.config import TrainConfig
@@ -15,6 +18,7 @@ from neggen_model.content import ItemContent, pool_item_content
 from neggen_model.data import InteractionData
 from neggen_model.features import ItemFeatures, ModalityToken
 from neggen_model.models import CONTENT_MODELS, build_model
+from neggen_model.models.dragon import co_occurrence_neighbours
 from neggen_model.models.multimodal import knn_graph
 from neggen_model.synthetic import clustered_interactions
 from neggen_model.trainer import STATE_JSON, Trainer
@@ -90,6 +94,12 @@ def test_gradients_reach_the_content_projections(name, data):
         assert {"projections.text.weight", "projections.visual.weight"} <= set(projections)
         for modality in ("text", "visual"):
             assert model.features[modality].grad.abs().sum() > 0
+    if name == "dragon":  # both modalities' MLPs and preferences learn, and so do the fusion weights
+        assert {"projections.text.0.weight", "projections.visual.2.weight", "preferences.text", "preferences.visual"} <= set(projections)
+        assert model.fusion_weights.grad.abs().sum() > 0
+    if name == "diffmm":  # both modalities are projected; the fusion weights learn too
+        assert {"projections.text", "projections.visual"} <= set(projections)
+        assert model.modality_weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -110,7 +120,8 @@ class Interrupted(Exception):
 @pytest.mark.parametrize("name", MODELS)
 def test_resumed_run_equals_uninterrupted(name, data, tmp_path, monkeypatch):
     """FREEDOM prunes the graph per epoch from the trainer's model generator: its state must cross
-    the interruption with the weights."""
+    the interruption with the weights. DiffMM's diffusion step also leaves state the next epochs
+    need (the denoisers' Adam moments, the generated graphs): it must be in the checkpoint too."""
     content, cfg = make_content(data.n_items), config(epochs=5)
     model_full, full = fit(name, data, content, cfg, tmp_path / "full")
     run_epoch = Trainer._run_epoch
@@ -231,3 +242,102 @@ def test_freedom_prunes_by_degree_and_ranks_on_the_full_graph(data):
         kept += (model._masked_adj.to_dense()[users, data.n_users + items] > 0).float()
     heavy = weight > weight.median()
     assert kept[heavy].mean() > kept[~heavy].mean()
+
+
+def test_dragon_user_graph_is_each_users_top_co_occurring_users():
+    train = sp.random(30, 40, density=0.08, random_state=2, format="csr")
+    train.data[:] = 1.0
+    ids, counts = co_occurrence_neighbours(train, k=4, cells=7 * 30)  # blocks of 7 users
+    shared = (train @ train.T).toarray()
+    np.fill_diagonal(shared, 0)
+    for user in range(30):
+        # most shared items first, the lower id among ties; users sharing nothing are not neighbours
+        expected = sorted((-shared[user, other], other) for other in np.flatnonzero(shared[user]))[:4]
+        assert ids[user].tolist() == [other for _, other in expected] + [-1] * (4 - len(expected))
+        assert counts[user, : len(expected)].tolist() == [-count for count, _ in expected]
+
+
+def test_dragon_pads_short_neighbour_lists_per_epoch_and_ranks_on_one_fixed_draw(data):
+    k = 60
+    content = make_content(data.n_items)
+    model = build_model("dragon", data, config(), content, {"user_knn_k": k})
+    have = (model._neighbours >= 0).sum(axis=1)
+    short, full = have < k, have == k
+    assert short.any() and full.any()
+    model.train()
+    draws = []
+    for seed in (0, 0, 1):
+        model.begin_epoch(np.random.default_rng(seed))
+        draws.append(model._training_user_graph[0].to_dense().numpy())
+    assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
+    assert np.array_equal(draws[0][full], draws[2][full])  # only short lists are drawn
+    listed = np.zeros((data.n_users, data.n_users), dtype=bool)
+    rows, places = np.nonzero(model._neighbours >= 0)
+    listed[rows, model._neighbours[rows, places]] = True
+    ranking = model.ranking_user_graph.to_dense().numpy()
+    for graph in (ranking, *draws):
+        np.testing.assert_allclose(graph.sum(axis=1), 1.0, rtol=1e-5)
+        assert np.array_equal(graph > 0, listed)  # every listed user kept, padding repeats listed ones
+        # weight / exp(count) is how many of the k places a neighbour fills: whole numbers summing to k
+        shared = np.zeros_like(graph)
+        shared[rows, model._neighbours[rows, places]] = model._counts[rows, places]
+        places_filled = np.where(listed, graph / np.exp(shared - shared.max(axis=1, keepdims=True)), 0.0)
+        places_filled *= k / places_filled.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(places_filled, np.round(places_filled), atol=1e-3)
+    model.eval()  # ranking ignores the epoch's draw: the same embeddings as an untouched model
+    untouched = build_model("dragon", data, config(), content, {"user_knn_k": k}).eval()
+    with torch.no_grad():
+        assert torch.equal(model.final_embeddings()[0], untouched.final_embeddings()[0])
+
+
+def test_diffmm_diffusion_step_generates_the_graphs_and_checkpoints_its_state(data):
+    content = make_content(data.n_items)
+    model = build_model("diffmm", data, config(), content)
+    initial = {n: w.detach().clone() for n, w in model.denoisers.named_parameters()}
+    assert (model.generated_items == -1).all()
+    model.train()
+    model.begin_epoch(np.random.default_rng(0))
+    # The denoisers took one Adam step per batch of users; their moments are buffers of the model.
+    assert all(not torch.equal(initial[n], w) for n, w in model.denoisers.named_parameters())
+    assert model.denoiser_adam_step.item() == math.ceil(data.n_users / model.params.diffusion_batch_size)
+    assert {"generated_items", "denoiser_adam_step", "denoiser_adam_exp_avg", "denoiser_adam_exp_avg_sq"} <= set(model.state_dict())
+    assert model.pop_epoch_stats()["diffusion_loss"] > 0 and model.pop_epoch_stats() == {}
+    # Each user gets rebuild_k distinct items per modality.
+    generated = model.generated_items
+    assert generated.shape == (2, data.n_users, 5) and (generated >= 0).all()
+    assert (generated.sort(dim=2).values.diff(dim=2) > 0).all()
+    # A model given this state dict ranks exactly the same: the graphs travel with the weights.
+    copy = build_model("diffmm", data, config(seed=99), content)
+    copy.load_state_dict(model.state_dict())
+    model.eval()
+    copy.eval()
+    with torch.no_grad():
+        assert torch.equal(model.final_embeddings()[1], copy.final_embeddings()[1])
+
+
+def test_diffmm_graphs_learn_the_taste_groups_and_drop_edges_for_training_only(data):
+    model, _ = fit("diffmm", data, make_content(data.n_items), config(epochs=6))
+    # Chance is 1 in N_CLUSTERS: the denoised rows favour items of the user's own group.
+    same_group = model.generated_items % N_CLUSTERS == torch.arange(data.n_users)[None, :, None] % N_CLUSTERS
+    assert (same_group.float().mean(dim=(1, 2)) > 0.5).all()
+    half = build_model("diffmm", data, config(), make_content(data.n_items), {"keep_rate": 0.5})
+    half.load_state_dict(model.state_dict())
+    half.train()
+    half.begin_epoch(np.random.default_rng(0))
+    dropped = half._training_graphs[0][0].to_dense()
+    full = half._generated_graph(0, None)[0].to_dense()
+    kept = dropped != 0
+    assert 0.4 < kept.sum() / (full != 0).sum() < 0.6
+    torch.testing.assert_close(dropped[kept], full[kept] / 0.5)
+
+
+def test_diffmm_text_only_contrasts_the_view_with_the_final_embeddings(data):
+    content = make_content(data.n_items, visual=False)
+    users, items = data.train_pairs()
+    batch = tuple(torch.from_numpy(a[:200]) for a in (users, items, (items + 7) % data.n_items))
+
+    def loss(**params):
+        return build_model("diffmm", data, config(), content, params).calculate_loss(*batch)
+
+    assert torch.equal(loss(contrast="modalities"), loss(contrast="main"))
+    assert loss() > loss(ssl_weight=0.0)

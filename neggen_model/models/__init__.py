@@ -10,6 +10,8 @@ from neggen_model.data import InteractionData
 from neggen_model.models.base import Recommender
 from neggen_model.models.bm3 import BM3
 from neggen_model.models.bpr import BPRMF
+from neggen_model.models.diffmm import DiffMM
+from neggen_model.models.dragon import DRAGON
 from neggen_model.models.freedom import FREEDOM
 from neggen_model.models.lgmrec import LGMRec
 from neggen_model.models.lightgcn import LightGCN
@@ -19,7 +21,7 @@ from neggen_model.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPRMF, LightGCN)}
 #: The multi-modal baselines of the paper's Table 2: built with item content and their own params.
-CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, MMGCN, BM3, FREEDOM, LGMRec)}
+CONTENT_MODELS: dict[str, type[ContentModel]] = {cls.name: cls for cls in (VBPR, MMGCN, BM3, FREEDOM, DRAGON, DiffMM, LGMRec)}
 
 
 def build_model(
@@ -45,4 +47,4 @@ def build_model(
     return MODELS[name](data, config).to(config.device)
 
 
-__all__ = ["CONTENT_MODELS", "MODELS", "BM3", "BPRMF", "FREEDOM", "LGMRec", "LightGCN", "MMGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
+__all__ = ["CONTENT_MODELS", "MODELS", "BM3", "BPRMF", "DRAGON", "DiffMM", "FREEDOM", "LGMRec", "LightGCN", "MMGCN", "VBPR", "ContentModel", "Recommender", "build_model"]
