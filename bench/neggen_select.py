@@ -49,6 +49,11 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "β=1, fine-tuned, attention encoder (paper's module), zero-init output": (
         "neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "encoder": "attention"}),
     "uniform counterfactuals (w/o NEG), β=3, frozen": ("wo_neg", {}),
+    # After Beauty: there the generated counterfactuals lost and the uniform ones gained, so the
+    # same content-only comparison against the sampled item, beside the generated counterfactual.
+    "β=3 + content BPR β_j=1": ("neggen", {"content_bpr_weight": 1.0}),
+    "β=3 + content BPR β_j=3": ("neggen", {"content_bpr_weight": 3.0}),
+    "content BPR β_j=3 alone (β=0)": ("neggen", {"content_bpr_weight": 3.0, "counterfactual_weight": 0.0}),
     "paper: eq. 19, attention, frozen, λ=0.4, α=0.01": ("neggen_paper", {}),
 }
 

@@ -40,7 +40,9 @@ SEEDS = (2024, 2025, 2026, 2027, 2028)
 SHOWN = (("recall", 20), ("ndcg", 20), ("recall", 10), ("ndcg", 10))
 
 
-def study_rows(dataset: str, seeds: tuple[int, ...], baselines: tuple[str, ...], config_path: str | None) -> pd.DataFrame:
+def study_rows(
+    dataset: str, seeds: tuple[int, ...], baselines: tuple[str, ...], baseline_seeds: tuple[int, ...], config_path: str | None
+) -> pd.DataFrame:
     resource = NeggenResource(config_path=config_path)
     config = load_config(config_path)
     store, train = resource.store(dataset), config.train_config(dataset)
@@ -53,7 +55,7 @@ def study_rows(dataset: str, seeds: tuple[int, ...], baselines: tuple[str, ...],
     log = lambda line: print(f"  {dataset}: {line}", flush=True)  # noqa: E731
     frames = [run_study(store, study, train, log=log, write=False).metrics]
     if baselines:
-        chosen = config.baselines_config(dataset).model_copy(update={"models": baselines, "seeds": seeds})
+        chosen = config.baselines_config(dataset).model_copy(update={"models": baselines, "seeds": baseline_seeds or seeds})
         frames.append(run_baselines(store, chosen, train, log=log).metrics)
     table = pd.concat(frames, ignore_index=True)
     table = table[table.study == "main"].assign(dataset=dataset)
@@ -94,6 +96,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["demo", "ml100k", "beauty"])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--baselines", nargs="*", default=["vbpr", "freedom"], help="content baselines to train")
+    parser.add_argument("--baseline-seeds", nargs="*", type=int, default=[],
+                        help="seeds of the baselines when fewer than --seeds fit the budget (default: --seeds)")
     parser.add_argument("--config", default=None)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -102,7 +106,7 @@ def main() -> None:
     rows = []
     for dataset in args.datasets:
         print(f"== {dataset}", flush=True)
-        rows.append(study_rows(dataset, tuple(args.seeds), tuple(args.baselines), args.config))
+        rows.append(study_rows(dataset, tuple(args.seeds), tuple(args.baselines), tuple(args.baseline_seeds), args.config))
         new = pd.concat(rows, ignore_index=True)
         if out.exists():  # other datasets' rows stay
             new = pd.concat([pd.read_csv(out).query("dataset not in @args.datasets"), new], ignore_index=True)

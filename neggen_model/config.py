@@ -122,6 +122,10 @@ class NegGenConfig(BaseModel):
         3.0, ge=0.0, description="β: weight of the counterfactual term (positive against itself with its generated "
         "attributes, eq. 12) in the ranking objective.",
     )
+    content_bpr_weight: float = Field(
+        0.0, ge=0.0, description="β_j: weight of the content-only BPR term of the ranking objective (the positive's "
+        "own content against the sampled item's, through the same projection as the counterfactual term).",
+    )
     score_weight: float = Field(1.0, ge=0.0, description="λ: weight of the causal score e_u·e_c in y (and eq. 19).")
     align_weight: float = Field(0.0, ge=0.0, description="α: weight of the alignment loss (eq. 21).")
     temperature: float = Field(0.2, gt=0.0, description="τ: temperature of the alignment loss (eq. 20).")
@@ -153,8 +157,9 @@ class NegGenConfig(BaseModel):
         defaults, update = NegGenConfig(), {}
         if self.align_weight == 0:  # τ acts only through the alignment loss
             update["temperature"] = defaults.temperature
-        if self.objective == "paper":  # β weighs a term of the ranking objective only
-            update["counterfactual_weight"] = defaults.counterfactual_weight
+        if self.objective == "paper":  # β and β_j weigh terms of the ranking objective only
+            update |= {"counterfactual_weight": defaults.counterfactual_weight,
+                       "content_bpr_weight": defaults.content_bpr_weight}  # fmt: skip
         elif self.encoder == "linear" and self.align_weight == 0 and (not self.causal or self.counterfactual_weight == 0):
             # No term reads a negative (w/o CF = w/o both = β 0): plain BPR on the content.
             update |= {"causal": False, "counterfactual_weight": defaults.counterfactual_weight,

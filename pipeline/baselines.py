@@ -20,13 +20,13 @@ import pandas as pd
 from neggen_model.checkpoint import MODEL_META
 from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent, pool_item_content
-from neggen_model.data import InteractionData
 from neggen_model.models import CONTENT_MODELS, build_model
 from neggen_model.trainer import Trainer, TrainResult
 from pipeline.config import BaselinesConfig
 from pipeline.storage import DatasetStore
-from pipeline.study import load_item_features
-from pipeline.training import BASELINES_METRICS, content_key, load_interaction_data, metric_rows, run_columns
+from pipeline.study import load_item_features, stage_inputs
+from pipeline.training import BASELINES_METRICS, content_key, metric_rows, run_columns
+from pipeline.workers import run_all
 
 STAGE = "baselines"
 #: Metric rows of the chosen setting at every seed (joins the metrics table), and every grid run.
@@ -68,15 +68,11 @@ def grid_points(model: str, config: BaselinesConfig) -> list[dict]:
 
 
 def train_baseline(
-    store: DatasetStore,
-    model: str,
-    params: dict,
-    train_config: TrainConfig,
-    data: InteractionData,
-    content: ItemContent,
-    progress: bool = False,
+    store: DatasetStore, model: str, params: dict, train_config: TrainConfig, progress: bool = False
 ) -> BaselineRun:
     """Train (or resume, or reuse) one baseline run in its keyed folder."""
+    data, features, _ = stage_inputs(store)
+    content = pool_item_content(features)
     key = content_key({"model": model, "params": params, "train": train_config.model_dump(mode="json"),
                        "graph": data.train_fingerprint(), "content": content.fingerprint()})  # fmt: skip
     run_dir = store.folder(STAGE) / f"{model}-{key}"
@@ -98,37 +94,50 @@ def run_baselines(
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> BaselinesResult:
-    """Grid at the first seed, chosen setting at every seed; writes METRICS_TABLE and GRID_TABLE."""
-    data = load_interaction_data(store)
-    content = load_item_content(store, data.n_items)
+    """Grid at the first seed, chosen setting at every seed, `config.workers` runs at a time
+    (pipeline/workers.py); writes METRICS_TABLE and GRID_TABLE."""
+    _, features, _ = stage_inputs(store)
+    content = pool_item_content(features)
     log(f"item content: {', '.join(f'{m} {v.shape[1]}-d' for m, v in content.matrices().items())}")
+    progress = progress and config.workers == 1  # epoch bars of several processes would interleave
     metrics, grid_rows, chosen, skipped = [], [], {}, {}
     first, *others = config.seeds
+    points: dict[str, list[dict]] = {}
     for model in config.models:
         reason = CONTENT_MODELS[model].skip_reason(content)
         if reason:
             skipped[model] = reason
             log(f"skipping {model}: {reason}")
-            continue
-        runs = []
-        points = grid_points(model, config)
-        for index, params in enumerate(points, start=1):
-            run = train_baseline(store, model, params, train_config.model_copy(update={"seed": first}), data, content, progress)
-            runs.append(run)
-            grid_rows.append({"model": model, "seed": first, "params": json.dumps(params, sort_keys=True),
-                              f"valid_{SELECT_METRIC}": run.result.best_valid[SELECT_METRIC],
-                              "best_epoch": run.result.best_epoch, "epochs_run": run.result.epochs_run,
-                              "wall_seconds": run.result.wall_seconds, "run_dir": run.run_dir})  # fmt: skip
-            log(f"{model} grid [{index}/{len(points)}] {_changed(params, points)}: valid {SELECT_METRIC} "
-                f"{run.result.best_valid[SELECT_METRIC]:.4f} (best epoch {run.result.best_epoch}, {run.result.wall_seconds:.1f}s)")  # fmt: skip
+        else:
+            points[model] = grid_points(model, config)
+    grid_calls = [(store, model, params, train_config.model_copy(update={"seed": first}), progress)
+                  for model, of_model in points.items() for params in of_model]  # fmt: skip
+    grid_runs: dict[int, BaselineRun] = {}
+    for index, run in run_all(train_baseline, grid_calls, config.workers):
+        grid_runs[index] = run
+        of_model = points[run.model]
+        log(f"{run.model} grid [{of_model.index(run.params) + 1}/{len(of_model)}] {_changed(run.params, of_model)}: "
+            f"valid {SELECT_METRIC} {run.result.best_valid[SELECT_METRIC]:.4f} "
+            f"(best epoch {run.result.best_epoch}, {run.result.wall_seconds:.1f}s)")  # fmt: skip
+    runs = [grid_runs[index] for index in sorted(grid_runs)]
+    for run in runs:
+        grid_rows.append({"model": run.model, "seed": first, "params": json.dumps(run.params, sort_keys=True),
+                          f"valid_{SELECT_METRIC}": run.result.best_valid[SELECT_METRIC],
+                          "best_epoch": run.result.best_epoch, "epochs_run": run.result.epochs_run,
+                          "wall_seconds": run.result.wall_seconds, "run_dir": run.run_dir})  # fmt: skip
+    finals: dict[str, list[BaselineRun]] = {}
+    for model in points:
+        of_model = [r for r in runs if r.model == model]
         # Validation only; the first setting in grid order wins a tie.
-        best = max(runs, key=lambda r: (r.result.best_valid[SELECT_METRIC], -runs.index(r)))
-        chosen[model] = best.params
-        finals = [best] + [
-            train_baseline(store, model, best.params, train_config.model_copy(update={"seed": s}), data, content, progress)
-            for s in others
-        ]
-        for run in finals:
+        best = max(of_model, key=lambda r: (r.result.best_valid[SELECT_METRIC], -of_model.index(r)))
+        chosen[model], finals[model] = best.params, [best]
+    seed_calls = [(store, model, chosen[model], train_config.model_copy(update={"seed": s}), progress)
+                  for model in points for s in others]  # fmt: skip
+    seed_runs = dict(run_all(train_baseline, seed_calls, config.workers))
+    for index in sorted(seed_runs):
+        finals[seed_runs[index].model].append(seed_runs[index])
+    for model, of_model in finals.items():
+        for run in of_model:
             r = run.result
             columns = run_columns(model, "main", run.seed, run.run_dir)
             metrics.extend(metric_rows(columns, asdict(r), STAGE, store.dataset, _finished_at(store, run)))

@@ -72,6 +72,10 @@ def _distinct_seeds(value: tuple[int, ...]) -> tuple[int, ...]:
 
 
 Seeds = Annotated[tuple[int, ...], AfterValidator(_distinct_seeds)]
+#: Runs of a stage trained at once (pipeline/workers.py).
+Workers = Annotated[int, Field(ge=1, description="Runs trained at once, each in its own process with "
+                               "cores // workers torch threads (1 = one after another in the stage's process, "
+                               "with an epoch bar on a terminal).")]  # fmt: skip
 
 
 class StudyConfig(BaseModel):
@@ -95,10 +99,7 @@ class StudyConfig(BaseModel):
         "to sweep; {} = no sweep.",
     )
 
-    workers: int = Field(
-        2, ge=1, description="Runs trained at once, each in its own process with cores // workers torch threads "
-        "(1 = one after another in the stage's process, with an epoch bar on a terminal).",
-    )
+    workers: Workers = 2
 
     @field_validator("variants")
     @classmethod
@@ -128,6 +129,7 @@ class BaselinesConfig(BaseModel):
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per model, params fixed for every run (e.g. freedom: {knn_k: 10})."
     )
+    workers: Workers = 2
 
     @field_validator("models")
     @classmethod

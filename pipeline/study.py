@@ -141,7 +141,7 @@ class StudyResult:
         )
 
 
-def _planned_runs(
+def planned_runs(
     study: StudyConfig, features: ItemFeatures
 ) -> tuple[list[tuple[str, str, int, NegGenConfig]], dict[str, str]]:
     """(model, study, seed, config) of every NegGen run, and the variants that cannot run here."""
@@ -174,7 +174,7 @@ def _finished_at(run_dir) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
-def _stage_inputs(store: DatasetStore) -> tuple[InteractionData, ItemFeatures, str]:
+def stage_inputs(store: DatasetStore) -> tuple[InteractionData, ItemFeatures, str]:
     """The interactions, item features and their fingerprint, read once per process and table state."""
     paths = [store.table_path(t) for t in ("interactions", TEXT_STAGE, IMAGE_STAGE)]
     return _read_stage_inputs(store.home, store.dataset, tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths))
@@ -189,7 +189,7 @@ def _read_stage_inputs(home: Path, dataset: str, _state: tuple[int, ...]) -> tup
 
 
 def _train_base(store: DatasetStore, config: TrainConfig, progress: bool) -> TrainedRun:
-    return train_run(store, BASE_STAGE, BASE_MODEL, config, _stage_inputs(store)[0], progress)
+    return train_run(store, BASE_STAGE, BASE_MODEL, config, stage_inputs(store)[0], progress)
 
 
 def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) -> str:
@@ -201,7 +201,7 @@ def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) ->
 def _train_neggen(
     store: DatasetStore, base: TrainedRun, run_dir: Path, model: str, config: NegGenConfig, seed: int, progress: bool
 ) -> TrainedRun:
-    data, features, _ = _stage_inputs(store)
+    data, features, _ = stage_inputs(store)
     # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
     base_model, _ = load_model(base.run_dir, data, device=base.config.device)
     neggen = NegGen(base_model, features, config, seed)
@@ -220,8 +220,8 @@ def run_study(
     """Train LightGCN per seed and every planned NegGen run on it, `study.workers` at a time
     (pipeline/workers.py); write the metrics and history tables of all of them (STUDY_METRICS,
     HISTORY_TABLE; not with write=False, for a benchmark beside the stage) and return them."""
-    _, features, fingerprint = _stage_inputs(store)
-    planned, skipped = _planned_runs(study, features)
+    _, features, fingerprint = stage_inputs(store)
+    planned, skipped = planned_runs(study, features)
     for variant, why in skipped.items():
         log(f"skipping {variant}: {why}")
     total = len(study.seeds) + len(planned)

@@ -139,7 +139,8 @@ def test_neggen_starts_as_its_base_and_ranks_by_real_content_only(base, data):
 def test_the_shipped_path_equals_propagating_the_content_every_batch(base, data):
     """Frozen base, linear encoder at the input: the loss, its gradients and Fig. 3's statistic
     from the precomputed LightGCN([0; X]) rows equal those of a full propagation per batch."""
-    model = randomize_linear(neggen(base, data, NegGenConfig(), features=make_features(data.n_items, missing_brand=5)))
+    config = NegGenConfig(content_bpr_weight=0.5)
+    model = randomize_linear(neggen(base, data, config, features=make_features(data.n_items, missing_brand=5)))
     assert model.precomputed
     users, pos, neg = torch.tensor([0, 1, 2, 3, 1, 4]), torch.tensor([4, 9, 4, 11, 20, 5]), torch.tensor([5, 4, 30, 2, 7, 8])
 
@@ -221,10 +222,10 @@ def _alignment(e_c, e_cs, e_i, tau):
     ids=["input-finetuned", "output-finetuned", "input-frozen-aligned", "input-frozen-shipped"],
 )
 def test_ranking_loss_matches_an_independent_computation(base, data, layer, finetune, align):
-    """BPR against the sampled item + β counterfactual term (eq. 12) + α alignment (+ L2 when the
-    base is fine-tuned), on every code path (a frozen base at the input uses precomputed rows)."""
-    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, align_weight=align, temperature=0.15,
-                          content_layer=layer, finetune_base=finetune)  # fmt: skip
+    """BPR against the sampled item + β counterfactual term (eq. 12) + β_j content BPR + α alignment
+    (+ L2 when the base is fine-tuned), on every code path (a frozen base at the input uses precomputed rows)."""
+    config = NegGenConfig(score_weight=0.7, counterfactual_weight=0.5, content_bpr_weight=0.4, align_weight=align,
+                          temperature=0.15, content_layer=layer, finetune_base=finetune)  # fmt: skip
     model = randomize_linear(neggen(base, data, config))
     assert model.precomputed == (layer == "input" and not finetune)
     users, pos, neg = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([4, 9, 4, 11, 20]), torch.tensor([5, 4, 30, 2, 7])
@@ -251,7 +252,9 @@ def test_ranking_loss_matches_an_independent_computation(base, data, layer, fine
     distinct = np.unique(np.r_[p, n])
     alignment = _alignment(e_c[distinct], e_cs[distinct], collaborative[distinct], 0.15)
     reg = 1e-4 * 0.5 * (np.square(ego_u[u]).sum() + np.square(ego_i[p]).sum() + np.square(ego_i[n]).sum()) / len(u)
-    expected = bpr + 0.5 * np.mean(_softplus(-effect)) + align * alignment + (reg if finetune else 0.0)
+    content_margin = effect_weight * (user_all[u] * (e_c[p] - e_c[n])).sum(1)
+    expected = (bpr + 0.5 * np.mean(_softplus(-effect)) + 0.4 * np.mean(_softplus(-content_margin))
+                + align * alignment + (reg if finetune else 0.0))  # fmt: skip
     assert loss == pytest.approx(expected, rel=1e-5)
 
 

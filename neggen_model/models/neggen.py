@@ -182,6 +182,7 @@ class NegGen(ScoringModel):
                 )
                 users_x, items_x = base.propagate(original.new_zeros(base.n_users, original.shape[1]), original)
             self.register_buffer("propagated", torch.cat([users_x, items_x]), persistent=False)
+            self.register_buffer("content_original", original, persistent=False)
             self.register_buffer("content_difference", original - negative, persistent=False)
             self.token_columns = np.cumsum([0] + [t.shape[1] for t in tokens.original])
         self._grad_sq: dict[str, Tensor] = {}  # this batch's per-item squared gradient norms
@@ -280,7 +281,8 @@ class NegGen(ScoringModel):
             # Eq. 12's total effect: item i with its own attributes against i with the generated
             # ones (same collaborative embedding e_i, so only the content terms differ).
             effect = effect_weight * (e_u * (e_c_items[pos] - e_c_star_items[pos])).sum(1)
-            loss = self._ranking_loss(y_pos, y_neg, effect)
+            content_margin = effect_weight * (e_u * (e_c_items[pos] - e_c_items[inverse[n_pairs:]])).sum(1)
+            loss = self._ranking_loss(y_pos, y_neg, effect, content_margin)
         else:
             loss = self.recommendation_loss(e_u, item_rows[pos], e_c_items[pos], e_c_star_items[pos])
         loss = loss + self.config.align_weight * self.alignment_loss(e_c_items, e_c_star_items, item_rows)
@@ -296,11 +298,14 @@ class NegGen(ScoringModel):
             return self.config.score_weight
         return self.config.score_weight / (getattr(self.base, "n_layers", 0) + 1)
 
-    def _ranking_loss(self, y_pos: Tensor, y_neg: Tensor, effect: Tensor) -> Tensor:
-        """BPR of the positive against the sampled item, + β softplus(-TE) (w/o CF: BPR alone)."""
+    def _ranking_loss(self, y_pos: Tensor, y_neg: Tensor, effect: Tensor, content_margin: Tensor) -> Tensor:
+        """BPR of the positive against the sampled item, + β softplus(-TE) (w/o CF: BPR alone),
+        + β_j softplus(-(the same difference of content alone, the sampled item in place of x_i*))."""
         loss = F.softplus(y_neg - y_pos).mean()
         if self.config.causal:
             loss = loss + self.config.counterfactual_weight * F.softplus(-effect).mean()
+        if self.config.content_bpr_weight:
+            loss = loss + self.config.content_bpr_weight * F.softplus(-content_margin).mean()
         return loss
 
     def _precomputed_ranking_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
@@ -323,7 +328,11 @@ class NegGen(ScoringModel):
                 for k, modality in enumerate(self.token_modalities)
             ], dim=1)  # fmt: skip
         effect = self._effect_weight() * (e_u * F.linear(difference, projection)[pair_of]).sum(1)
-        return self._ranking_loss(y_pos, y_neg, effect)
+        content_margin = effect  # unused unless β_j > 0
+        if self.config.content_bpr_weight:
+            sampled = self.content_original.index_select(0, pos_items) - self.content_original.index_select(0, neg_items)
+            content_margin = self._effect_weight() * (e_u * F.linear(sampled, projection)).sum(1)
+        return self._ranking_loss(y_pos, y_neg, effect, content_margin)
 
     def recommendation_loss(self, e_u: Tensor, e_i: Tensor, e_c: Tensor, e_c_star: Tensor) -> Tensor:
         """Eq. 19: mean -log σ(λ e_u·e_c + e_u·e_i - e_u·e_c*), as softplus to avoid underflow."""

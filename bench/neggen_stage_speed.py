@@ -1,0 +1,98 @@
+"""Where the NegGen stage's time goes, and what it takes now, on one dataset.
+
+Measured in one run on this machine:
+
+1. One training epoch of the shipped `neggen` (frozen base, linear encoder at the input) with the
+   precomputed LightGCN([0; X]) rows against a full propagation of the content every batch (the
+   path before; same loss and gradients, tests/test_neggen_model.py), one thread each.
+2. The whole stage as configured for the dataset (its variants, seeds and sweep), in a scratch
+   copy of the dataset home that holds its inputs and trained LightGCN runs but no NegGen run, so
+   every NegGen run trains from scratch: planned runs, distinct runs, and wall time with the
+   configured `workers`.
+
+    .venv/bin/python bench/neggen_stage_speed.py --dataset beauty
+
+The dataset's `base_model` runs for the study's seeds must exist (materialize `neggen_model` once,
+or the study bench); missing ones are trained here and counted in the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from neggen_model.checkpoint import load_model  # noqa: E402
+from neggen_model.models.neggen import NegGen  # noqa: E402
+from neggen_model.trainer import Trainer  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE  # noqa: E402
+from pipeline.resources import NeggenResource  # noqa: E402
+from pipeline.storage import DatasetStore  # noqa: E402
+from pipeline.study import planned_runs, stage_inputs, run_study  # noqa: E402
+from pipeline.training import BASE_MODEL, BASE_STAGE, train_run  # noqa: E402
+from pipeline.workers import usable_cores  # noqa: E402
+
+
+def epoch_seconds(store: DatasetStore, train, study) -> dict[str, float]:
+    data, features, _ = stage_inputs(store)
+    base = train_run(store, BASE_STAGE, BASE_MODEL, train.model_copy(update={"seed": study.seeds[0]}), data, False)
+    seconds = {}
+    for precomputed in (True, False):
+        base_model, _ = load_model(base.run_dir, data)
+        model = NegGen(base_model, features, study.model, study.seeds[0])
+        model.precomputed = precomputed  # False: the general path, a propagation per batch
+        trainer = Trainer(model, data, base.config, progress=False)
+        started = time.perf_counter()
+        trainer._train_epoch()
+        seconds["precomputed rows" if precomputed else "propagation per batch"] = time.perf_counter() - started
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="beauty")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--workers", type=int, default=None, help="override the config's study workers")
+    args = parser.parse_args()
+    resource, config = NeggenResource(config_path=args.config), load_config(args.config)
+    store, train, study = resource.store(args.dataset), config.train_config(args.dataset), config.study_config(args.dataset)
+    if args.workers is not None:
+        study = study.model_copy(update={"workers": args.workers})
+
+    torch.set_num_threads(1)
+    seconds = epoch_seconds(store, train, study)
+    fast, slow = seconds["precomputed rows"], seconds["propagation per batch"]
+    print(f"{args.dataset}: one neggen training epoch, 1 thread: precomputed rows {fast:.1f} s, "
+          f"propagation per batch {slow:.1f} s ({slow / fast:.1f}x)")  # fmt: skip
+
+    _, features, _ = stage_inputs(store)
+    planned, skipped = planned_runs(study, features)
+    with tempfile.TemporaryDirectory(prefix="neggen-stage-") as scratch:
+        copy = DatasetStore(Path(scratch), args.dataset)
+        copy.root.mkdir(parents=True)
+        for table in ("interactions", TEXT_STAGE, IMAGE_STAGE):
+            if store.table_path(table).exists():
+                shutil.copy2(store.table_path(table), copy.table_path(table))
+        shutil.copytree(store.folder(BASE_STAGE), copy.folder(BASE_STAGE), dirs_exist_ok=True)
+        torch.set_num_threads(usable_cores())
+        started = time.perf_counter()
+        result = run_study(copy, study, train, log=lambda line: print(f"  {line}", flush=True), write=False)
+        wall = time.perf_counter() - started
+        distinct = len(list(copy.folder("neggen_model").iterdir()))
+    print(f"{args.dataset}: the NegGen stage ({len(study.seeds)} seeds, variants {', '.join(study.variants)}, "
+          f"sweep {dict(study.sensitivity)}; skipped {sorted(skipped)}): {len(planned)} NegGen runs planned, "
+          f"{distinct} distinct trained from scratch, {study.workers} workers on {usable_cores()} cores: "
+          f"{wall / 60:.1f} min wall ({len(result.metrics)} metric rows)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
