@@ -8,12 +8,84 @@ and, where the paper is silent, MMRec's LightGCN setup that the paper's baseline
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 # A metric name as the evaluator reports it, e.g. "recall@20".
 _METRIC_RE = re.compile(r"^(recall|ndcg)@(\d+)$")
+
+
+class _SamplerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UniformSamplerConfig(_SamplerConfig):
+    """BPR against one item drawn uniformly from those the user did not train on (Rendle et al., 2009)."""
+
+    strategy: Literal["uniform"] = "uniform"
+
+
+class DNSConfig(_SamplerConfig):
+    """DNS(M, N) (Shi et al., WWW 2023): of M uniform candidates, the N the model scores highest are the
+    negatives; N = 1 is DNS (Zhang et al., 2013). Defaults: the DNS(M, N) of the AHNS authors' code
+    (M = 32, N = 1), the candidate count every hard strategy there uses; Shi et al.'s example command
+    for Gowalla is M = 200, N = 2 (about 3x the cost of M = 32 here, see bench/samplers_speed.py)."""
+
+    strategy: Literal["dns"]
+    candidates: int = Field(32, gt=0, description="M: uniform candidates per positive.")
+    hardest: int = Field(1, gt=0, description="N: the highest-scored candidates that enter the loss.")
+
+    @model_validator(mode="after")
+    def _hardest_within_candidates(self) -> DNSConfig:
+        if self.hardest > self.candidates:
+            raise ValueError(f"hardest (N = {self.hardest}) must not exceed candidates (M = {self.candidates})")
+        return self
+
+
+class MixGCFConfig(_SamplerConfig):
+    """MixGCF (Huang et al., KDD 2021): per propagation layer, the candidate scored highest against the
+    user, mixed with the positive's same layer (positive mixing), the layers pooled into one synthetic
+    negative (hop mixing). Default M = 16: the authors' command for their Amazon data."""
+
+    strategy: Literal["mixgcf"]
+    candidates: int = Field(16, gt=0, description="M: uniform candidates per positive.")
+
+
+class DENSConfig(_SamplerConfig):
+    """DENS (Lai et al., WSDM 2023): gates split items into factors relevant and irrelevant to the user's
+    positive; the negative keeps irrelevant factors close and relevant ones far. Defaults: the authors' code."""
+
+    strategy: Literal["dens"]
+    candidates: int = Field(6, gt=0, description="M: uniform candidates per positive.")
+    gate_weight: float = Field(0.3, ge=0.0, description="γ: weight of the four contrastive gating losses.")
+    warmup_epochs: float = Field(
+        100.0, gt=0.0, description="Epochs over which selection moves from the irrelevant factors to the relevant."
+    )
+
+
+class AHNSConfig(_SamplerConfig):
+    """AHNS (Lai et al., AAAI 2024): the candidate whose score is closest to β (s(u, i+) + α)^(p+1), so a
+    better-scored positive gets an easier negative (p < -1). Defaults: the authors' command for Amazon."""
+
+    strategy: Literal["ahns"]
+    candidates: int = Field(32, gt=0, description="M: uniform candidates per positive.")
+    alpha: float = Field(1.0, description="α: shift of the positive score.")
+    beta: float = Field(0.1, gt=0.0, description="β: scale of the target negative score.")
+    p: int = Field(-2, description="p: the target is β (s+ + α)^(p+1); p < -1 makes it fall as s+ rises.")
+
+
+NegativeSamplerConfig = Annotated[
+    UniformSamplerConfig | DNSConfig | MixGCFConfig | DENSConfig | AHNSConfig, Field(discriminator="strategy")
+]
 
 
 class TrainConfig(BaseModel):
@@ -44,6 +116,25 @@ class TrainConfig(BaseModel):
     topk: tuple[int, ...] = Field((10, 20), description="Cut-offs K of Recall@K and NDCG@K.")
     device: str = Field("cpu", description='"cpu", "cuda" or "cuda:<index>".')
     eval_every: int = Field(1, gt=0, description="Validate every this many epochs.")
+    negative_sampler: NegativeSamplerConfig = Field(
+        default_factory=UniformSamplerConfig,
+        description="How each positive gets its negative: uniform, dns, mixgcf, dens or ahns (neggen_model/samplers).",
+    )
+
+    @field_validator("negative_sampler", mode="before")
+    @classmethod
+    def _strategy_name_alone(cls, value: Any) -> Any:
+        """`negative_sampler: dns` means that strategy with its defaults."""
+        return {"strategy": value} if isinstance(value, str) else value
+
+    @model_serializer(mode="wrap")
+    def _omit_uniform_sampler(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run keys and checkpoints hash this dump: leaving the default out keeps every run trained
+        # before samplers existed under its key.
+        dumped = handler(self)
+        if self.negative_sampler == UniformSamplerConfig():
+            del dumped["negative_sampler"]
+        return dumped
 
     @field_validator("topk")
     @classmethod

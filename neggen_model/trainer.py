@@ -1,4 +1,5 @@
-"""Training loop: BPR with uniform negatives, Adam, early stopping on validation, resumable.
+"""Training loop: BPR with a negative-sampling strategy (uniform by default, see
+neggen_model/samplers), Adam, early stopping on validation, resumable.
 
 Protocol of paper §4.1.4: Adam, batch 2048, up to 1000 epochs, early stopping when validation
 Recall@20 has not improved for 20 evaluations; the weights of the best validation epoch are kept
@@ -35,7 +36,7 @@ from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
 from neggen_model.evaluate import EVAL_MODES, evaluate
 from neggen_model.models.base import ScoringModel
-from neggen_model.sampling import UniformNegativeSampler
+from neggen_model.samplers import build_sampler
 
 STATE_JSON = "train_state.json"
 
@@ -69,13 +70,18 @@ class Trainer:
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         # The third child is the model's own (begin_epoch); spawning it leaves the first two,
         # and so the runs of models that draw nothing, exactly as they were.
         shuffle_seed, negative_seed, model_seed = np.random.SeedSequence(config.seed).spawn(3)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
         self._model_rng = np.random.default_rng(model_seed)
-        self.sampler = UniformNegativeSampler(data.train, negative_seed)
+        self.sampler = build_sampler(config, data.train, negative_seed)
+        self.sampler.check_model(self.model)
+        # A strategy's own weights (DENS's gates) train beside the model's; the others have none,
+        # which leaves the optimiser as it was.
+        self.optimizer = torch.optim.Adam(
+            [*self.model.parameters(), *self.sampler.parameters()], lr=config.learning_rate
+        )
         self._users, self._items = data.train_pairs()
         # Run state; everything here goes into the checkpoint.
         self._epoch = 0
@@ -142,13 +148,13 @@ class Trainer:
         self.model.begin_epoch(self._model_rng)
         order = self._shuffle_rng.permutation(len(self._users))
         users, pos = self._users[order], self._items[order]
-        # Negatives for the whole epoch in one vectorised draw.
-        neg = self.sampler.sample(users)
+        # Negatives (or candidates) for the whole epoch in one vectorised draw.
+        drawn = self.sampler.draw(users, self._epoch)
         total = 0.0
         for start in range(0, len(users), cfg.batch_size):
             batch = slice(start, start + cfg.batch_size)
-            u, p, n = (torch.from_numpy(a[batch]).to(device) for a in (users, pos, neg))
-            loss = self.model.calculate_loss(u, p, n)
+            u, p, *batch_drawn = (torch.from_numpy(a[batch]).to(device) for a in (users, pos, *drawn))
+            loss = self.sampler.loss(self.model, u, p, *batch_drawn)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -196,6 +202,7 @@ class Trainer:
         optim_tensors, optim_groups = flatten_optimizer(self.optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"optim.{k}": v for k, v in optim_tensors.items()})
+        tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
         if self._best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self._best_state.items()})
         tensor_file = f"state-{self._epoch:05d}.safetensors"
@@ -240,6 +247,7 @@ class Trainer:
             return {k[len(prefix) :]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
 
         self.model.load_state_dict(group("model."))
+        self.sampler.load_state_dict(group("sampler."))
         restore_optimizer(self.optimizer, group("optim."), state["optimizer_groups"])
         self._best_state = group("best.") or None
         self._epoch = state["epoch"]

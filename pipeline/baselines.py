@@ -25,7 +25,7 @@ from neggen_model.trainer import Trainer, TrainResult
 from pipeline.config import BaselinesConfig
 from pipeline.storage import DatasetStore
 from pipeline.study import load_item_features, stage_inputs
-from pipeline.training import BASELINES_METRICS, content_key, metric_rows, run_columns
+from pipeline.training import BASELINES_METRICS, content_key, metric_rows, run_columns, with_uniform_negatives
 from pipeline.workers import run_all
 
 STAGE = "baselines"
@@ -73,6 +73,7 @@ def train_baseline(
     """Train (or resume, or reuse) one baseline run in its keyed folder."""
     data, features, _ = stage_inputs(store)
     content = pool_item_content(features)
+    train_config = with_uniform_negatives(train_config)
     key = content_key({"model": model, "params": params, "train": train_config.model_dump(mode="json"),
                        "graph": data.train_fingerprint(), "content": content.fingerprint()})  # fmt: skip
     run_dir = store.folder(STAGE) / f"{model}-{key}"

@@ -38,6 +38,7 @@ from pipeline.training import (
     metric_rows,
     run_columns,
     train_run,
+    with_uniform_negatives,
 )
 from pipeline.workers import run_all
 
@@ -205,7 +206,7 @@ def _train_neggen(
     # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
     base_model, _ = load_model(base.run_dir, data, device=base.config.device)
     neggen = NegGen(base_model, features, config, seed)
-    result = Trainer(neggen, data, base.config, checkpoint_dir=run_dir, progress=progress).fit()
+    result = Trainer(neggen, data, with_uniform_negatives(base.config), checkpoint_dir=run_dir, progress=progress).fit()
     return TrainedRun(STAGE, model, run_dir, base.config, result)
 
 

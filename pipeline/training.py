@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neggen_model.config import SWEPT_PARAMETERS, NegGenConfig, TrainConfig
+from neggen_model.config import SWEPT_PARAMETERS, NegGenConfig, TrainConfig, UniformSamplerConfig
 from neggen_model.data import InteractionData
 from neggen_model.models import build_model
 from neggen_model.trainer import Trainer, TrainResult
@@ -83,6 +83,13 @@ def _write_json(path: Path, payload: dict) -> None:
         os.replace(name, path)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def with_uniform_negatives(config: TrainConfig) -> TrainConfig:
+    """config for a model other than LightGCN / BPR (NegGen on its base, the content baselines):
+    the hard negative strategies score candidates through a recommender's layers, so these train
+    on uniform negatives whatever `train.negative_sampler` says (it chooses the base's)."""
+    return config.model_copy(update={"negative_sampler": UniformSamplerConfig()})
 
 
 def train_run(

@@ -397,6 +397,11 @@ def test_study_on_a_text_only_store(tmp_path, data):
     # In two worker processes or in this one, the finished runs are found and reused as they are.
     again = run_study(store, study.model_copy(update={"workers": 1}), train)
     pd.testing.assert_frame_equal(again.metrics.drop(columns="finished_at"), result.metrics.drop(columns="finished_at"))
+    # A hard negative strategy chooses the base's negatives; NegGen trains on uniform ones on top.
+    dns = TrainConfig.model_validate(train.model_dump() | {"negative_sampler": {"strategy": "dns", "candidates": 4}})
+    hard = run_study(store, StudyConfig(seeds=(1,), variants=("neggen",), sensitivity={}, workers=1), dns)
+    hard_runs = hard.metrics.drop_duplicates("model").set_index("model").run_dir
+    assert hard_runs["lightgcn"] != runs["lightgcn", "main"] and hard_runs["neggen"] != runs["neggen", "main"]
     history = store.read("neggen_history")
     neggen_epochs = history[(history.model == "neggen") & (history.study == "main") & (history.epoch > 0)]
     # The linear encoder starts at 0, so no gradient reaches the negatives before its first step.

@@ -111,6 +111,11 @@ class Recommender(ScoringModel):
     def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
         """Final (user, item) embeddings computed from the ego embeddings."""
 
+    @abstractmethod
+    def layer_embeddings(self) -> tuple[Tensor, Tensor]:
+        """(user, item) embeddings of every propagation layer, [n, layers, d] with layer 0 the ego
+        embeddings; their mean over layers is the final embedding (MixGCF and DENS work per layer)."""
+
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
         return self.propagate(self.user_embedding, self.item_embedding)
 
@@ -124,6 +129,11 @@ class Recommender(ScoringModel):
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """Mean BPR loss of the batch plus reg_weight x L2 of the batch's ego embeddings."""
         user_all, item_all = self.final_embeddings()
+        return self.bpr_loss(user_all, item_all, users, pos_items, neg_items)
+
+    def bpr_loss(self, user_all: Tensor, item_all: Tensor, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """calculate_loss on final embeddings already computed (a sampler that scored candidates
+        with them trains on the same forward pass)."""
         u, pos, neg = user_all[users], item_all[pos_items], item_all[neg_items]
         # softplus(-x) is -log(sigmoid(x)) without its underflow for large margins.
         ranking = F.softplus((u * neg).sum(dim=1) - (u * pos).sum(dim=1)).mean()

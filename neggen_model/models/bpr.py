@@ -15,3 +15,6 @@ class BPRMF(Recommender):
 
     def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
         return user_ego, item_ego
+
+    def layer_embeddings(self) -> tuple[Tensor, Tensor]:
+        return self.user_embedding.unsqueeze(1), self.item_embedding.unsqueeze(1)

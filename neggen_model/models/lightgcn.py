@@ -40,11 +40,21 @@ class LightGCN(Recommender):
         # but a buffer so that .to(device) moves it with the embeddings.
         self.register_buffer("norm_adj", data.norm_adj, persistent=False)
 
-    def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
-        layer = torch.cat([user_ego, item_ego], dim=0)
-        total = layer
+    def _layers(self, user_ego: Tensor, item_ego: Tensor) -> list[Tensor]:
+        """Users then items at layers 0..L (eq. 6)."""
+        layers = [torch.cat([user_ego, item_ego], dim=0)]
         for _ in range(self.n_layers):
-            layer = _SymmetricSpMM.apply(self.norm_adj, layer)  # eq. 6
+            layers.append(_SymmetricSpMM.apply(self.norm_adj, layers[-1]))
+        return layers
+
+    def propagate(self, user_ego: Tensor, item_ego: Tensor) -> tuple[Tensor, Tensor]:
+        layers = self._layers(user_ego, item_ego)
+        total = layers[0]
+        for layer in layers[1:]:
             total = total + layer
         final = total / (self.n_layers + 1)  # eq. 7: mean over layers 0..L
         return final[: self.n_users], final[self.n_users :]
+
+    def layer_embeddings(self) -> tuple[Tensor, Tensor]:
+        stacked = torch.stack(self._layers(self.user_embedding, self.item_embedding), dim=1)
+        return stacked[: self.n_users], stacked[self.n_users :]
