@@ -242,6 +242,15 @@ class NegGenConfig(BaseModel):
             raise ValueError("modalities must name at least one of text, visual")
         return tuple(sorted(set(value)))
 
+    @model_serializer(mode="wrap")
+    def _omit_unused_content_bpr(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run keys hash this dump: leaving β_j out at its default (0, no such term) keeps every run
+        # trained before the term existed under its key.
+        dumped = handler(self)
+        if self.content_bpr_weight == 0:
+            del dumped["content_bpr_weight"]
+        return dumped
+
     def canonical(self) -> NegGenConfig:
         """The same training with every field it cannot depend on set to its default, so that
         configs that train the same model share one run (the stage keys runs by this)."""
