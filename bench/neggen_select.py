@@ -48,6 +48,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
         "neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "content_layer": "output"}),
     "β=1, fine-tuned, attention encoder (paper's module), zero-init output": (
         "neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "encoder": "attention"}),
+    "content at the output (the printed score), β=3, frozen": ("neggen", {"content_layer": "output"}),
     "uniform counterfactuals (w/o NEG), β=3, frozen": ("wo_neg", {}),
     # After Beauty: there the generated counterfactuals lost and the uniform ones gained, so the
     # same content-only comparison against the sampled item, beside the generated counterfactual.

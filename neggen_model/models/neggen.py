@@ -19,6 +19,7 @@ projection, and adds what eq. 19 lacks, an item the user did not take:
             = y(u, i) - y(u, i with do(x = x_i*)) to first order: eq. 12, the item keeps its ID
     L = mean softplus(y(u,j) - y(u,i))                         BPR, j a sampled non-interacted item
       + β mean softplus(-TE(u,i))                              the positive beats its own counterfactual
+      + β_j mean softplus(-λ/(L+1) e_u·P(x_i - x_j))           optional (β_j = 0): its content beats j's
       + α L_align                                              (α = 0 by default: it lost on validation)
       (+ LightGCN's L2 term on the batch's ego embeddings when the base is fine-tuned)
 
