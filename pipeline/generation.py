@@ -115,6 +115,7 @@ def run_generation_stage(store: DatasetStore, asset: str, config: GenerationConf
             inputs, stage, engine, cache,
             sampling=config.sampling, batch_size=config.batch_size, max_attempts=config.max_attempts,
             keep_source_description=config.keep_source_description, progress=sys.stderr.isatty(),
+            prompt_mode="free_text" if stage == "description" else config.generator_prompt_mode,
         )
     failures = pd.concat([f for f in (upstream, run.failures) if len(f)], ignore_index=True) \
         if len(upstream) or len(run.failures) else run.failures  # fmt: skip

@@ -222,3 +222,57 @@ def test_missing_api_key_variable_is_a_clear_error(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(EngineUnavailable, match=KEY_ENV):
         build_engine({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": KEY_ENV})
+
+
+# -- the structured prompt mode: the schema goes out as response_format ---------------------
+
+
+def test_a_request_with_a_schema_asks_for_json_under_it():
+    from pipeline.llm.structured import masking_schema
+
+    schema = masking_schema(["Norvik", "Bag"])
+    request = render_request("attribute_masking_structured", SamplingParams(max_tokens=64), response_schema=schema,
+                             item_description="Title: Norvik Bag")  # fmt: skip
+    with FakeServer(lambda n, b, h: (200, completion('{"mask": ["Norvik"]}'), 0)) as server, engine(server) as eng:
+        structured, plain = eng.generate([request, text_request("q")])
+    assert structured.text == '{"mask": ["Norvik"]}' and plain.ok
+    (with_schema,) = [b for b in server.bodies if "response_format" in b]  # only the request with a schema
+    assert with_schema["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "attribute_masking_structured", "schema": schema, "strict": True},
+    }  # fmt: skip
+    assert with_schema["max_tokens"] == 64 and with_schema["messages"][0]["content"] == request.messages[0].text
+
+
+def schema_following_server(n, body, headers):
+    """A server that answers under the request's schema, as vLLM's guided decoding does: the
+    first allowed word to mask, "Zed" for every blank; prose when no schema is sent."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return 200, completion("Here is the masked description you asked for."), 0
+    properties = fmt["json_schema"]["schema"]["properties"]
+    if "mask" in properties:
+        return 200, completion(json.dumps({"mask": properties["mask"]["items"]["enum"][:1]})), 0
+    return 200, completion(json.dumps({"replacements": ["Zed"] * properties["replacements"]["minItems"]})), 0
+
+
+def test_the_structured_stage_through_a_server_that_follows_the_schema():
+    from pipeline.llm.run import generate_stage, join_texts
+
+    import pandas as pd
+
+    items = pd.DataFrame({"item_id": [1, 2], "description_text": ["Title: Norvik Cotton Bag\nBrand: Norvik",
+                                                                  "Title: Zentara Steel Mug\nBrand: Zentara"]})  # fmt: skip
+    with FakeServer(schema_following_server) as server, engine(server) as eng:
+        masked = generate_stage(items, "masked", eng, progress=False, prompt_mode="structured")
+        negative = generate_stage(join_texts(items, masked=masked.outputs), "negative", eng, progress=False,
+                                  prompt_mode="structured")  # fmt: skip
+        free = generate_stage(items, "masked", eng, progress=False, max_attempts=2)  # the paper's prompt: prose back
+    assert masked.outputs.sort_values("item_id").text.tolist() == ["Title: [MASK] Cotton Bag\nBrand: [MASK]",
+                                                                    "Title: [MASK] Steel Mug\nBrand: [MASK]"]  # fmt: skip
+    assert negative.outputs.sort_values("item_id").text.tolist() == ["Title: Zed Cotton Bag\nBrand: Zed",
+                                                                      "Title: Zed Steel Mug\nBrand: Zed"]  # fmt: skip
+    assert sum("response_format" in b for b in server.bodies) == 4 and free.outputs.empty
+    assert (free.failures.reason == "masked text contains no [MASK]").all()
+    with FakeServer(lambda n, b, h: (200, completion("Sure! Mask the brand."), 0)) as server, engine(server) as eng:
+        ignored = generate_stage(items, "masked", eng, progress=False, prompt_mode="structured", max_attempts=1)
+    assert ignored.outputs.empty and ignored.failures.reason.str.startswith("structured answer: not JSON").all()

@@ -51,11 +51,12 @@ def test_config_is_typed_with_defaults_and_strict():
     assert (config.dtype, config.max_model_len, config.gpu_memory_utilization) == ("auto", None, 0.9)
     assert (config.tensor_parallel_size, config.limit_mm_per_prompt, config.trust_remote_code, config.seed) == (1, 1, False, 0)
     full = {"kind": "vllm", "model": "/m", "dtype": "bfloat16", "max_model_len": 4096, "gpu_memory_utilization": 0.5,
-            "tensor_parallel_size": 2, "limit_mm_per_prompt": 2, "trust_remote_code": True, "seed": 7}  # fmt: skip
+            "tensor_parallel_size": 2, "limit_mm_per_prompt": 2, "trust_remote_code": True, "seed": 7,
+            "prompt_mode": "structured"}  # fmt: skip
     assert parse_engine_config(full).model_dump() == full
     for bad in ({"model": ""}, {"dtype": "float8"}, {"max_model_len": 0}, {"gpu_memory_utilization": 0},
                 {"gpu_memory_utilization": 1.5}, {"tensor_parallel_size": 0}, {"limit_mm_per_prompt": -1},
-                {"seed": -1}, {"modle": "x"}):  # fmt: skip
+                {"seed": -1}, {"modle": "x"}, {"prompt_mode": "json"}):  # fmt: skip
         with pytest.raises(ValidationError):
             parse_engine_config({"kind": "vllm", "model": "/m", **bad})
     with pytest.raises(ValidationError):
@@ -152,6 +153,91 @@ def test_a_failing_request_is_isolated_and_the_others_are_served():
 
     calls.clear()
     assert ve.split_on_failure(["a", "b", "c"], dead, lambda err: "dead") == ["dead"] * 3 and len(calls) == 1
+
+
+# -- everywhere: the structured prompt mode's schema as vLLM's structured outputs --------
+
+
+class _Params:
+    """Stands in for vLLM's StructuredOutputsParams / GuidedDecodingParams / SamplingParams."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+def test_a_schema_becomes_the_structured_outputs_of_the_installed_vllm():
+    from types import SimpleNamespace
+
+    schema = {"type": "object"}
+    current = ve.json_schema_params(SimpleNamespace(sampling_params=SimpleNamespace(StructuredOutputsParams=_Params)))
+    (key, params), = current(schema).items()
+    assert key == "structured_outputs" and params.kwargs == {"json": schema}  # vLLM >= 0.11
+    older = ve.json_schema_params(SimpleNamespace(sampling_params=SimpleNamespace(GuidedDecodingParams=_Params)))
+    (key, params), = older(schema).items()
+    assert key == "guided_decoding" and params.kwargs == {"json": schema}  # before (removed in 0.12)
+    assert ve.json_schema_params(SimpleNamespace(sampling_params=SimpleNamespace())) is None
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """A `vllm` module whose LLM records each `chat` call and answers under the schema (the first
+    enum word, or "Zed" per blank), or in prose without one."""
+    import types
+
+    class LLM:
+        def __init__(self, **kwargs):
+            self.calls = []
+            self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(dtype="torch.bfloat16"))
+
+        def chat(self, conversations, params, use_tqdm=False):
+            self.calls.append((conversations, params))
+            answers = []
+            for p in params:
+                structured = p.kwargs.get("structured_outputs")
+                schema = structured.kwargs["json"]["properties"] if structured else None
+                if schema is None:
+                    text = "Here you are."
+                elif "mask" in schema:
+                    text = json.dumps({"mask": schema["mask"]["items"]["enum"][:1]})
+                else:
+                    text = json.dumps({"replacements": ["Zed"] * schema["replacements"]["minItems"]})
+                answers.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text, finish_reason="stop")]))
+            return answers
+
+    module = types.ModuleType("vllm")
+    module.__version__ = "0.12.0"
+    module.LLM, module.SamplingParams = LLM, _Params
+    module.sampling_params = types.SimpleNamespace(StructuredOutputsParams=_Params)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    for name in ("HF_HUB_OFFLINE", *ve.NO_USAGE_STATS):  # the engine sets them; restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    return module
+
+
+def test_the_structured_stage_through_the_engine_sends_the_schema_per_request(fake_vllm, model_folder):
+    import pandas as pd
+
+    from pipeline.llm.run import generate_stage, join_texts
+
+    items = pd.DataFrame({"item_id": [1, 2], "description_text": ["Title: Norvik Cotton Bag", "Title: Zentara Mug"]})
+    engine = build_engine({"kind": "vllm", "model": str(model_folder), "prompt_mode": "structured"})
+    masked = generate_stage(items, "masked", engine, progress=False, prompt_mode="structured")
+    negative = generate_stage(join_texts(items, masked=masked.outputs), "negative", engine, progress=False,
+                              prompt_mode="structured")  # fmt: skip
+    assert negative.outputs.sort_values("item_id").text.tolist() == ["Title: Zed Cotton Bag", "Title: Zed Mug"]
+    (conversations, params), _ = engine._llm.calls  # one LLM.chat per batch
+    assert [p.kwargs["structured_outputs"].kwargs["json"]["properties"]["mask"]["items"]["enum"] for p in params] == [
+        ["Norvik", "Cotton", "Bag"], ["Zentara", "Mug"]]  # fmt: skip
+    assert params[0].kwargs["temperature"] == 0.7 and params[0].kwargs["max_tokens"] == 256
+    assert "Choose the key feature words" in conversations[0][0]["content"]
+    (plain,) = engine.generate([render_request("attribute_masking", item_description="Title: Norvik Bag")])
+    assert plain.text == "Here you are." and "structured_outputs" not in engine._llm.calls[-1][1][0].kwargs
+    del fake_vllm.sampling_params.StructuredOutputsParams  # a vLLM without structured outputs
+    old = build_engine({"kind": "vllm", "model": str(model_folder)})
+    structured = render_request("attribute_masking_structured", item_description="Title: Norvik Bag",
+                                response_schema={"type": "object"})  # fmt: skip
+    (refused,) = old.generate([structured])
+    assert not refused.ok and "has no structured outputs" in refused.error
 
 
 # -- everywhere: the GPU benchmark script, with the CPU engines --------------------------

@@ -6,6 +6,8 @@ negatives by completion (§3.2.3) or directly (§2.1), through interchangeable e
     engines/      Engine interface; catalog (no LLM), visual (no VLM), openai (HTTP)
     cache.py      content-addressed, crash-safe cache of generations (SQLite WAL)
     validate.py   checks on outputs (a masked text has [MASK], a completion none, ...)
+    structured.py the structured prompt mode: schemas of the edits a model names, applying them
+    constrained.py JSON-schema constrained decoding for the transformers engine
     run.py        generate_stage: cache → batched generation → validation → retries
 """
 

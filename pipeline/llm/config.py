@@ -5,13 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.llm.types import SamplingParams
+
+#: How a generator is prompted (see pipeline/llm/structured.py for `structured`).
+PromptMode = Literal["free_text", "structured"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _LanguageModelEngine(_Strict):
+    """What every engine that reads prompts shares."""
+
+    prompt_mode: PromptMode = Field(
+        default="free_text",
+        description="free_text: the paper's prompts, the model writes the whole text (for big models). "
+        "structured: the model names the words to mask / the value of each [MASK] / the swaps as JSON "
+        "under a schema the engine enforces, and the code applies them (for small models). As generator only.",
+    )
 
 
 class CatalogEngineConfig(_Strict):
@@ -46,7 +60,7 @@ class VisualEngineConfig(_Strict):
     thumbnail_px: int = Field(default=96, ge=16, le=512, description="Images are reduced to this size first.")
 
 
-class OpenAIEngineConfig(_Strict):
+class OpenAIEngineConfig(_LanguageModelEngine):
     """Any OpenAI-compatible `/v1/chat/completions` server (vLLM serve, llama.cpp, ...)."""
 
     kind: Literal["openai"] = "openai"
@@ -65,7 +79,7 @@ class OpenAIEngineConfig(_Strict):
     use_env_proxy: bool = Field(default=False, description="Honour http(s)_proxy variables.")
 
 
-class TransformersEngineConfig(_Strict):
+class TransformersEngineConfig(_LanguageModelEngine):
     """A local Hugging Face causal LM, text only (CPU or GPU); see engines/transformers_engine.py."""
 
     kind: Literal["transformers"] = "transformers"
@@ -90,7 +104,7 @@ class TransformersEngineConfig(_Strict):
     )
 
 
-class VLLMEngineConfig(_Strict):
+class VLLMEngineConfig(_LanguageModelEngine):
     """vLLM in-process on a GPU (offline batched `LLM.chat`); see engines/vllm_engine.py."""
 
     kind: Literal["vllm"] = "vllm"
@@ -138,3 +152,18 @@ class GenerationConfig(_Strict):
     keep_source_description: bool = Field(
         default=True, description="Add the item's own description text to its §3.2.1 description."
     )
+
+    @field_validator("describer")
+    @classmethod
+    def _structured_generator_only(cls, describer: EngineConfig) -> EngineConfig:
+        if getattr(describer, "prompt_mode", "free_text") != "free_text":
+            raise ValueError(
+                "prompt_mode: the structured prompt mode is for the generator (masking, completion, "
+                "direct negatives); a picture description is free text"
+            )
+        return describer
+
+    @property
+    def generator_prompt_mode(self) -> PromptMode:
+        """The generator's prompt mode (free_text for engines that read no prompt, e.g. catalog)."""
+        return getattr(self.generator, "prompt_mode", "free_text")

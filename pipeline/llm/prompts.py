@@ -150,9 +150,11 @@ def render_request(
     sampling: SamplingParams | None = None,
     context: dict[str, str] | None = None,
     directory: Path | None = None,
+    response_schema: dict | None = None,
     **fields: str | ImagePart | Path,
 ) -> Request:
-    """A `Request` for template `name`, carrying its version and fields for the cache key."""
+    """A `Request` for template `name`, carrying its version and fields for the cache key
+    (and the JSON schema its answer must follow, in the structured prompt mode)."""
     tpl = template(name, directory)
     return Request(
         messages=tuple(render(name, directory, **fields)),
@@ -161,6 +163,7 @@ def render_request(
         template_version=tpl.version,
         fields={k: v for k, v in fields.items() if isinstance(v, str)},
         context=dict(context or {}),
+        response_schema=response_schema,
     )
 
 

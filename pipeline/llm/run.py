@@ -14,6 +14,11 @@ Stages and the columns they read (besides `item_id`):
 stages' outputs. The description stage sends only items with a usable picture to the
 engine; the others get their textual metadata alone (engine `none`, 0 attempts).
 
+`prompt_mode="structured"` (masked, negative, direct): the `*_structured` templates, each
+request carrying the JSON schema of its answer; the answer's edits are applied to the text
+(`structured.apply_answer`) and the result is validated like free text. An answer that cannot
+be applied is retried and recorded like an invalid output, with the reason.
+
 Similarity (in the metadata of `negative` and `direct`): the mean token Jaccard between
 each positive description and its negative (lower-case word sets, |A∩B| / |A∪B|).
 """
@@ -29,8 +34,18 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.llm.cache import GenerationCache
+from pipeline.llm.config import PromptMode
 from pipeline.llm.engines.base import Engine
-from pipeline.llm.prompts import STAGE_TEMPLATES, build_description, render_request, template_version
+from pipeline.llm.prompts import MASK, STAGE_TEMPLATES, build_description, render_request, template_version
+from pipeline.llm.structured import (
+    STRUCTURED_TEMPLATES,
+    apply_answer,
+    as_blanks,
+    completion_schema,
+    direct_schema,
+    masking_schema,
+    maskable_words,
+)
 from pipeline.llm.types import ImagePart, Request, Result, SamplingParams
 from pipeline.llm.validate import check, clean_output, token_jaccard
 
@@ -74,13 +89,37 @@ def _value(row, name):
 
 
 class _Item:
-    __slots__ = ("item_id", "request", "source", "masked", "row")
+    """One item of a stage. No `request`: a description from metadata alone, or, with a
+    `failure`, an item no request can be made for (recorded as failed, 0 attempts)."""
 
-    def __init__(self, item_id, request: Request | None, source: str, masked: str, row: dict):
+    __slots__ = ("item_id", "request", "source", "masked", "row", "failure")
+
+    def __init__(self, item_id, request: Request | None, source: str, masked: str, row: dict,
+                 failure: str | None = None):  # fmt: skip
         self.item_id, self.request, self.source, self.masked, self.row = item_id, request, source, masked, row
+        self.failure = failure
 
 
-def _prepare(items: pd.DataFrame, stage: str, sampling: SamplingParams, prompts_dir: Path | None) -> list[_Item]:
+def _structured_request(stage: str, template: str, sampling: SamplingParams, prompts_dir: Path | None,
+                        source: str, masked: str) -> tuple[Request | None, str | None]:  # fmt: skip
+    """The structured-mode request of one item, or why there can be none."""
+    if stage == "negative":
+        if MASK not in masked:
+            return None, "structured answer: the masked text has no [MASK] to complete"
+        return render_request(template, sampling, context={"source": source}, directory=prompts_dir,
+                              response_schema=completion_schema(masked), masked_description=as_blanks(masked)), None  # fmt: skip
+    words = maskable_words(source)
+    if not words:
+        return None, "structured answer: the description has no maskable word"
+    if stage == "masked":
+        return render_request(template, sampling, directory=prompts_dir, response_schema=masking_schema(words),
+                              item_description=source), None  # fmt: skip
+    return render_request(template, sampling, directory=prompts_dir, response_schema=direct_schema(source, words),
+                          positive_attributes=source), None  # fmt: skip
+
+
+def _prepare(items: pd.DataFrame, stage: str, sampling: SamplingParams, prompts_dir: Path | None,
+             prompt_mode: PromptMode) -> list[_Item]:  # fmt: skip
     need = {"description": [], "masked": [SOURCE_COLUMN], "negative": [SOURCE_COLUMN, MASKED_COLUMN],
             "direct": [SOURCE_COLUMN]}[stage]  # fmt: skip
     missing = [c for c in ["item_id", *need] if c not in items.columns]
@@ -88,11 +127,15 @@ def _prepare(items: pd.DataFrame, stage: str, sampling: SamplingParams, prompts_
         raise ValueError(
             f"stage {stage!r} needs column(s) {', '.join(missing)}; use join_texts() to add earlier stages' outputs"
         )
-    template = STAGE_TEMPLATES[stage]
+    template = _template(stage, prompt_mode)
     prepared = []
     for row in items.to_dict("records"):
         source = _value(row, SOURCE_COLUMN) or ""
         masked = _value(row, MASKED_COLUMN) or ""
+        if prompt_mode == "structured":
+            request, failure = _structured_request(stage, template, sampling, prompts_dir, source, masked)
+            prepared.append(_Item(row["item_id"], request, source, masked, row, failure))
+            continue
         if stage == "description":
             request = (
                 render_request(template, sampling, directory=prompts_dir, item_image=ImagePart(path=Path(row["image_path"])))
@@ -109,6 +152,14 @@ def _prepare(items: pd.DataFrame, stage: str, sampling: SamplingParams, prompts_
     return prepared
 
 
+def _template(stage: str, prompt_mode: PromptMode) -> str:
+    if prompt_mode == "free_text":
+        return STAGE_TEMPLATES[stage]
+    if prompt_mode == "structured" and stage in STRUCTURED_TEMPLATES:
+        return STRUCTURED_TEMPLATES[stage]
+    raise ValueError(f"stage {stage!r} has no prompt mode {prompt_mode!r} (structured: {', '.join(STRUCTURED_TEMPLATES)})")
+
+
 def generate_stage(
     items: pd.DataFrame,
     stage: Stage,
@@ -121,6 +172,7 @@ def generate_stage(
     keep_source_description: bool = True,
     progress: bool = True,
     prompts_dir: Path | None = None,
+    prompt_mode: PromptMode = "free_text",
 ) -> StageRun:
     """Generate `stage` for every item; see the module docstring for the columns read.
 
@@ -132,10 +184,10 @@ def generate_stage(
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     sampling = sampling or SamplingParams()
-    template = STAGE_TEMPLATES[stage]
+    template = _template(stage, prompt_mode)
     version = template_version(template, prompts_dir)
     t0 = time.perf_counter()
-    prepared = _prepare(items, stage, sampling, prompts_dir)
+    prepared = _prepare(items, stage, sampling, prompts_dir, prompt_mode)
     outputs: list[dict] = []
     failures: list[dict] = []
     counters = {"cache_hits": 0, "cache_misses": 0, "generated": 0, "attempts": 0}
@@ -144,7 +196,7 @@ def generate_stage(
         for start in range(0, len(prepared), batch_size):
             batch = prepared[start : start + batch_size]
             _run_batch(batch, stage, engine, cache, sampling, version, max_attempts,
-                       keep_source_description, outputs, failures, counters)  # fmt: skip
+                       keep_source_description, prompt_mode, outputs, failures, counters)  # fmt: skip
             bar.update(len(batch))
     finally:
         bar.close()
@@ -160,6 +212,7 @@ def generate_stage(
         "stage": stage,
         "template": template,
         "template_version": version,
+        "prompt_mode": prompt_mode,
         "engine": engine.kind,
         "model": engine.model,
         "items": len(prepared),
@@ -174,10 +227,13 @@ def generate_stage(
 
 
 def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, max_attempts,
-               keep_source_description, outputs, failures, counters) -> None:  # fmt: skip
+               keep_source_description, prompt_mode, outputs, failures, counters) -> None:  # fmt: skip
     pending = []
     for item in batch:
-        if item.request is None:  # description stage, no picture: metadata only
+        if item.failure is not None:
+            failures.append({"item_id": item.item_id, "stage": stage, "reason": item.failure, "last_output": None,
+                             "attempts": 0, "failed_at": stage})  # fmt: skip
+        elif item.request is None:  # description stage, no picture: metadata only
             outputs.append(_output(item, stage, None, "none", "", version, False, 0, keep_source_description))
         else:
             pending.append(item)
@@ -195,6 +251,13 @@ def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, 
                 retry.append(item)
                 continue
             text = clean_output(result.text)
+            if prompt_mode == "structured":
+                edit = apply_answer(stage, text, item.source, item.masked)
+                if edit.text is None:
+                    last[id(item)] = (edit.reason, text)
+                    retry.append(item)
+                    continue
+                text = edit.text
             verdict = check(stage, text, source=item.source, masked=item.masked)
             if not verdict:
                 last[id(item)] = (verdict.reason, text)

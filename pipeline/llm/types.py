@@ -119,6 +119,11 @@ class Request(_Frozen):
         description="Extra input not in the prompt, for engines that use it (e.g. the "
         "unmasked source text of a completion, for the catalogue engine).",
     )
+    response_schema: dict | None = Field(
+        default=None,
+        description="A JSON schema the answer must follow (the structured prompt mode): the "
+        "transformers engine decodes under it, openai and vllm pass it to their server.",
+    )
 
     def with_seed(self, seed: int) -> Request:
         return self.model_copy(update={"sampling": self.sampling.with_seed(seed)})
@@ -128,7 +133,8 @@ class Request(_Frozen):
         return [img for m in self.messages for img in m.images]
 
     def content_digest(self) -> str:
-        """sha256 over the input: message texts, image bytes (by hash), fields, context."""
+        """sha256 over the input: message texts, image bytes (by hash), fields, context, and the
+        response schema when there is one."""
         payload = {
             "messages": [
                 [m.role, [p.text if isinstance(p, TextPart) else f"image:{p.digest()}" for p in m.content]]
@@ -137,6 +143,8 @@ class Request(_Frozen):
             "fields": self.fields,
             "context": self.context,
         }
+        if self.response_schema is not None:  # only then: free-text requests keep their cache keys
+            payload["response_schema"] = self.response_schema
         raw = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(raw).hexdigest()
 

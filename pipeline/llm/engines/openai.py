@@ -7,7 +7,10 @@ reply a byte at a time could hold a request for ever; at the deadline the reques
 shut down. A request is retried with exponential backoff (doubling from
 `backoff_s`, capped, with jitter; a `Retry-After` header is honoured up to the cap) on
 HTTP 429, 5xx, timeouts and dropped connections. Other 4xx are final. Images are sent as
-base64 `data:` URIs in `image_url` parts.
+base64 `data:` URIs in `image_url` parts. A request with a `response_schema` (the structured
+prompt mode) asks for it as `response_format: {"type": "json_schema", ...}`, which vLLM's server
+enforces by guided decoding (OpenAI's own API needs schemas its strict mode accepts; a server
+that refuses the field answers 400, which is that request's error).
 
 The cache fingerprint is the model name alone: moving the server (another host or port)
 does not throw away what the same model generated.
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -64,6 +68,12 @@ def message_payload(message: Message) -> dict:
         else:
             content.append({"type": "image_url", "image_url": {"url": data_uri(part)}})
     return {"role": message.role, "content": content}
+
+
+def response_format(request: Request) -> dict:
+    """The OpenAI `response_format` asking for JSON under the request's schema."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.template or "answer")[:64]
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": request.response_schema, "strict": True}}
 
 
 def data_uri(image: ImagePart) -> str:
@@ -121,6 +131,8 @@ class OpenAIEngine(Engine):
             "max_tokens": s.max_tokens,
             "seed": s.seed,
         }
+        if request.response_schema is not None:
+            payload["response_format"] = response_format(request)
         return json.dumps(payload).encode("utf-8")
 
     def _generate_one(self, request: Request) -> Result:

@@ -19,6 +19,11 @@ CPU `torch.Generator` seeded by `SamplingParams.seed`, so a sampled answer does 
 on what else is in its batch (nor on the device's RNG). Each request stops at end-of-turn
 or after its own `max_tokens` (`finish_reason` "stop" / "length"). Image parts are refused
 per request (this engine has no vision: describe pictures with the `visual` engine).
+A request with a `response_schema` (the structured prompt mode) is decoded under it: a
+logits processor (`pipeline/llm/constrained.py`) lets through only the tokens that keep its
+answer a prefix of JSON the schema accepts, then only end-of-sequence; the vocabulary's
+bytes are read once, on the first such request. A schema outside the decoder's subset is that
+request's error.
 
 On CPU, torch uses `threads` threads while this engine runs (default: half the cores the
 process may use, at least 1) and the previous setting is restored afterwards: spinning
@@ -43,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.llm.config import TransformersEngineConfig
+from pipeline.llm.constrained import ConstrainedRow, SchemaError, SchemaLogitsProcessor, TokenVocabulary, compile_schema
 from pipeline.llm.engines.base import Engine, EngineUnavailable, folder_identity, looks_like_hub_id
 from pipeline.llm.types import Request, Result
 
@@ -283,6 +289,7 @@ class TransformersEngine(Engine):
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else self._eos[0]
         self._max_len = _max_positions(self._model.config)
+        self._vocabulary: TokenVocabulary | None = None  # built on the first request with a schema
         self._identity = identity
         self._closed = False
         log.info("transformers engine: %s on %s (%s) loaded in %.1fs%s", self.model, self.device,
@@ -333,6 +340,12 @@ class TransformersEngine(Engine):
             except Exception as err:  # noqa: BLE001 - a template error is this request's error
                 results[i] = self._error(f"cannot apply the chat template: {type(err).__name__}: {err}")
                 continue
+            if request.response_schema is not None:
+                try:
+                    compile_schema(request.response_schema)
+                except SchemaError as err:
+                    results[i] = self._error(f"response schema not supported by the constrained decoder: {err}")
+                    continue
             need = len(ids) + request.sampling.max_tokens
             if self._max_len and need > self._max_len:
                 results[i] = self._error(
@@ -387,6 +400,11 @@ class TransformersEngine(Engine):
             attention[row, width - len(ids) :] = 1
         limits = [r.sampling.max_tokens for r in requests]
         processors = LogitsProcessorList()
+        if any(r.response_schema is not None for r in requests):  # first: the sampler picks among what it allows
+            vocabulary = self._constrained_vocabulary()
+            rows = [None if r.response_schema is None else ConstrainedRow(vocabulary, compile_schema(r.response_schema))
+                    for r in requests]  # fmt: skip
+            processors.append(SchemaLogitsProcessor(rows, width))
         sampled = [row for row, r in enumerate(requests) if r.sampling.temperature > 0]
         if sampled:
             processors.append(_RowSampler([requests[row].sampling for row in sampled], sampled))
@@ -412,6 +430,14 @@ class TransformersEngine(Engine):
             tokens = tokens if end is None else tokens[:end]
             texts.append((self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), finish))
         return texts
+
+    def _constrained_vocabulary(self) -> TokenVocabulary:
+        if self._vocabulary is None:
+            t0 = time.perf_counter()
+            size = getattr(self._model.config, "vocab_size", None) or self._model.get_output_embeddings().weight.shape[0]
+            self._vocabulary = TokenVocabulary.from_tokenizer(self.tokenizer, self._eos, size)
+            log.info("transformers engine: vocabulary read for constrained decoding in %.1fs", time.perf_counter() - t0)
+        return self._vocabulary
 
     def close(self) -> None:
         if not getattr(self, "_closed", True):

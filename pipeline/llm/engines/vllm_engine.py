@@ -12,7 +12,9 @@ parts (the same payload the `openai` engine sends; `conversation()` is the pure 
 A whole batch is one `LLM.chat` call, with one `vllm.SamplingParams` per request (temperature,
 top-p, max_tokens and seed, as the other engines map them; vLLM's neutral defaults for the
 rest, not the model's generation_config.json, so an answer depends only on what the cache
-key holds). vLLM returns the outputs in request order.
+key holds). vLLM returns the outputs in request order. A request with a `response_schema`
+(the structured prompt mode) is decoded under it by vLLM's structured outputs
+(`StructuredOutputsParams(json=...)`, or `GuidedDecodingParams(json=...)` before vLLM 0.11).
 
 Failures stay per request: a request with more images than `limit_mm_per_prompt` or an
 unreadable image is an error result before vLLM sees it; when `LLM.chat` raises for a batch
@@ -29,6 +31,7 @@ Cache fingerprint: folder name, a digest of its config and weight files (as the
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import os
@@ -91,6 +94,18 @@ def import_vllm():
     return vllm
 
 
+def json_schema_params(vllm) -> Callable[[dict], dict] | None:
+    """schema → the `vllm.SamplingParams` keyword arguments that decode JSON under it, for the
+    installed vLLM (`structured_outputs` since 0.11; `guided_decoding` before, removed in 0.12);
+    None when this vLLM has neither."""
+    params = getattr(vllm, "sampling_params", None) or importlib.import_module("vllm.sampling_params")
+    if hasattr(params, "StructuredOutputsParams"):
+        return lambda schema: {"structured_outputs": params.StructuredOutputsParams(json=schema)}
+    if hasattr(params, "GuidedDecodingParams"):
+        return lambda schema: {"guided_decoding": params.GuidedDecodingParams(json=schema)}
+    return None
+
+
 def conversation(request: Request) -> list[dict]:
     """`request` as the conversation `LLM.chat` takes (OpenAI chat format, images as data URIs)."""
     return [message_payload(m) for m in request.messages]
@@ -148,6 +163,7 @@ class VLLMEngine(Engine):
                     f"`vllm serve` of vLLM {LAST_VLLM_WITH_MLLAMA}, or the `transformers` engine (text only)"
                 )
         self._SamplingParams = vllm.SamplingParams
+        self._json_schema_params = json_schema_params(vllm)
         # vLLM refuses limit_mm_per_prompt for a text-only model; a vision model's config has a
         # vision_config (if one does not, vLLM's own default limit applies; nothing breaks).
         images = {"limit_mm_per_prompt": {"image": config.limit_mm_per_prompt}} if "vision_config" in hf_config else {}
@@ -196,8 +212,15 @@ class VLLMEngine(Engine):
             except OSError as err:
                 results[i] = self._error(f"cannot read image: {err}")
                 continue
+            structured = {}
+            if request.response_schema is not None:
+                if self._json_schema_params is None:
+                    results[i] = self._error(f"vLLM {self.vllm_version} has no structured outputs for a response schema")
+                    continue
+                structured = self._json_schema_params(request.response_schema)
             s = request.sampling
-            params = self._SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+            params = self._SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed,
+                                          **structured)  # fmt: skip
             todo.append((i, chat, params))
         for (i, _, _), result in zip(todo, split_on_failure(todo, self._chat, self._failed)):
             results[i] = result
