@@ -21,6 +21,7 @@ from neggen_model.models import CONTENT_MODELS, build_model
 from neggen_model.models.dragon import co_occurrence_neighbours
 from neggen_model.models.multimodal import knn_graph
 from neggen_model.synthetic import clustered_interactions
+from tests.interruption import Interrupted, crash_at
 from neggen_model.trainer import STATE_JSON, Trainer
 
 MODELS = sorted(CONTENT_MODELS)
@@ -113,10 +114,6 @@ def test_seeded_runs_are_bit_for_bit_identical(name, data):
     assert timeless(c.history) != timeless(a.history)
 
 
-class Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_resumed_run_equals_uninterrupted(name, data, tmp_path, monkeypatch):
     """FREEDOM prunes the graph per epoch from the trainer's model generator: its state must cross
@@ -124,14 +121,7 @@ def test_resumed_run_equals_uninterrupted(name, data, tmp_path, monkeypatch):
     need (the denoisers' Adam moments, the generated graphs): it must be in the checkpoint too."""
     content, cfg = make_content(data.n_items), config(epochs=5)
     model_full, full = fit(name, data, content, cfg, tmp_path / "full")
-    run_epoch = Trainer._run_epoch
-
-    def crash_at_epoch_3(self, epoch):
-        if epoch == 3:
-            raise Interrupted
-        return run_epoch(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_run_epoch", crash_at_epoch_3)
+    run_epoch = crash_at(monkeypatch, 3)
     with pytest.raises(Interrupted):
         fit(name, data, content, cfg, tmp_path / "resumed")
     state = json.loads((tmp_path / "resumed" / STATE_JSON).read_text())

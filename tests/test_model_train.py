@@ -13,6 +13,7 @@ from neggen_model.data import InteractionData
 from neggen_model.evaluate import evaluate
 from neggen_model.models import build_model
 from neggen_model.synthetic import clustered_interactions
+from tests.interruption import Interrupted, crash_at
 from neggen_model.trainer import STATE_JSON, Trainer
 
 
@@ -65,10 +66,6 @@ def test_seeded_runs_are_bit_for_bit_identical(data):
     assert timeless(result_c.history) != timeless(result_a.history)
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypatch):
     # The best epoch comes early, so best weights, the patience count and the early stop itself
     # all cross the interruption after epoch 3.
@@ -76,14 +73,7 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypa
     model_full, result_full = train("lightgcn", data, config, tmp_path / "full")
     assert 4 < result_full.epochs_run < config.epochs
 
-    run_epoch = Trainer._run_epoch
-
-    def crash_at_epoch_4(self, epoch):
-        if epoch == 4:
-            raise Interrupted
-        return run_epoch(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_run_epoch", crash_at_epoch_4)
+    run_epoch = crash_at(monkeypatch, 4)
     with pytest.raises(Interrupted):
         train("lightgcn", data, config, tmp_path / "resumed")
     assert json.loads((tmp_path / "resumed" / STATE_JSON).read_text())["epoch"] == 3

@@ -18,6 +18,7 @@ from neggen_model.models import build_model
 from neggen_model.samplers import SAMPLERS, build_sampler
 from neggen_model.sampling import UniformNegativeSampler
 from neggen_model.synthetic import clustered_interactions
+from tests.interruption import Interrupted, crash_at
 from neggen_model.trainer import STATE_JSON, Trainer
 from pipeline.config import ConfigError, load_config
 from pipeline.training import content_key, run_key
@@ -174,10 +175,6 @@ def test_default_run_key_is_unchanged_and_strategies_get_their_own(data):
     assert len(keys) == len(STRATEGIES) + 1
 
 
-class Interrupted(Exception):
-    pass
-
-
 def timeless(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in record.items() if not k.endswith("seconds")} for record in history]
 
@@ -190,14 +187,7 @@ def test_training_with_each_strategy_resumes_bit_for_bit(strategy, model_name, d
     result_full = Trainer(full, data, config, checkpoint_dir=tmp_path / "full", progress=False).fit()
     assert all(np.isfinite(r["loss"]) for r in result_full.history)
 
-    run_epoch = Trainer._run_epoch
-
-    def crash_at_epoch_3(self, epoch):
-        if epoch == 3:
-            raise Interrupted
-        return run_epoch(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_run_epoch", crash_at_epoch_3)
+    run_epoch = crash_at(monkeypatch, 3)
     with pytest.raises(Interrupted):
         Trainer(build_model(model_name, data, config), data, config, checkpoint_dir=tmp_path / "resumed", progress=False).fit()
     assert json.loads((tmp_path / "resumed" / STATE_JSON).read_text())["epoch"] == 2
