@@ -31,10 +31,14 @@ from pipeline.study import run_study  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 COLUMNS = ["dataset", "model", "seed", "split", "mode", "metric", "k", "value"]
+#: The defaults before the content BPR term and the stage's own learning rate: the first rounds of
+#: candidates below are overrides of these, so their runs keep their keys and are reused.
+FIRST_DEFAULTS = {"content_bpr_weight": 0.0, "learning_rate": None}
 #: candidate -> (variant, overrides of the default NegGenConfig)
 CANDIDATES: dict[str, tuple[str, dict]] = {
-    # Coordinate search: the structure at β = 1, then β, then the base frozen or fine-tuned.
-    "default (linear, content at the input, λ=1, β=3, α=0, frozen base)": ("neggen", {}),
+    # Round 1, coordinate search on the demo: the structure at β = 1, then β, then the base frozen
+    # or fine-tuned (Adam at the base's learning rate, 1e-3; no content BPR term).
+    "β=3, lr 1e-3 (first default: linear, content at the input, λ=1, α=0, frozen base)": ("neggen", {}),
     "β=3, fine-tuned base": ("neggen", {"finetune_base": True}),
     "β=10, frozen base": ("neggen", {"counterfactual_weight": 10.0}),
     "β=1, frozen base": ("neggen", {"counterfactual_weight": 1.0}),
@@ -50,12 +54,21 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
         "neggen", {"counterfactual_weight": 1.0, "finetune_base": True, "encoder": "attention"}),
     "content at the output (the printed score), β=3, frozen": ("neggen", {"content_layer": "output"}),
     "uniform counterfactuals (w/o NEG), β=3, frozen": ("wo_neg", {}),
-    # After Beauty: there the generated counterfactuals lost and the uniform ones gained, so the
-    # same content-only comparison against the sampled item, beside the generated counterfactual.
+    # Round 2, after Beauty: there the generated counterfactuals lost and the uniform ones gained,
+    # so the same content-only comparison against the sampled item, beside the generated counterfactual.
     "β=3 + content BPR β_j=1": ("neggen", {"content_bpr_weight": 1.0}),
     "β=3 + content BPR β_j=3": ("neggen", {"content_bpr_weight": 3.0}),
     "content BPR β_j=3 alone (β=0)": ("neggen", {"content_bpr_weight": 3.0, "counterfactual_weight": 0.0}),
     "paper: eq. 19, attention, frozen, λ=0.4, α=0.01": ("neggen_paper", {}),
+}
+CANDIDATES = {name: (variant, FIRST_DEFAULTS | overrides) for name, (variant, overrides) in CANDIDATES.items()}
+CANDIDATES |= {
+    # Round 3: every curve of rounds 1-2 on Beauty dipped at epoch 1 and then climbed for hundreds
+    # of epochs (w/o NEG: best epoch 150-270). Only the projection P trains, from 0, so the stage
+    # gets its own Adam learning rate.
+    "β=3 + β_j=3, lr 1e-2 (default)": ("neggen", {}),
+    "β=1 + β_j=3, lr 1e-2": ("neggen", {"counterfactual_weight": 1.0}),
+    "β_j=3 alone (β=0), lr 1e-2": ("neggen", {"counterfactual_weight": 0.0}),
 }
 
 

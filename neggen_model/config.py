@@ -214,8 +214,12 @@ class NegGenConfig(BaseModel):
         "attributes, eq. 12) in the ranking objective.",
     )
     content_bpr_weight: float = Field(
-        0.0, ge=0.0, description="β_j: weight of the content-only BPR term of the ranking objective (the positive's "
+        3.0, ge=0.0, description="β_j: weight of the content-only BPR term of the ranking objective (the positive's "
         "own content against the sampled item's, through the same projection as the counterfactual term).",
+    )
+    learning_rate: float | None = Field(
+        1e-2, gt=0.0, description="Adam learning rate of this stage; null = the base's (train.learning_rate). With a "
+        "frozen base only the content projection trains, from 0; chosen on validation (README).",
     )
     score_weight: float = Field(1.0, ge=0.0, description="λ: weight of the causal score e_u·e_c in y (and eq. 19).")
     align_weight: float = Field(0.0, ge=0.0, description="α: weight of the alignment loss (eq. 21).")
@@ -243,12 +247,14 @@ class NegGenConfig(BaseModel):
         return tuple(sorted(set(value)))
 
     @model_serializer(mode="wrap")
-    def _omit_unused_content_bpr(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Run keys hash this dump: leaving β_j out at its default (0, no such term) keeps every run
-        # trained before the term existed under its key.
+    def _omit_fields_at_their_old_meaning(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run keys hash this dump: leaving β_j out at 0 (no such term) and the learning rate out at
+        # null (the base's) keeps every run trained before these fields existed under its key.
         dumped = handler(self)
         if self.content_bpr_weight == 0:
             del dumped["content_bpr_weight"]
+        if self.learning_rate is None:
+            del dumped["learning_rate"]
         return dumped
 
     def canonical(self) -> NegGenConfig:
@@ -258,8 +264,7 @@ class NegGenConfig(BaseModel):
         if self.align_weight == 0:  # τ acts only through the alignment loss
             update["temperature"] = defaults.temperature
         if self.objective == "paper":  # β and β_j weigh terms of the ranking objective only
-            update |= {"counterfactual_weight": defaults.counterfactual_weight,
-                       "content_bpr_weight": defaults.content_bpr_weight}  # fmt: skip
+            update |= {"counterfactual_weight": defaults.counterfactual_weight, "content_bpr_weight": 0.0}
         elif self.encoder == "linear" and self.align_weight == 0 and (not self.causal or self.counterfactual_weight == 0):
             # No term reads a negative (w/o CF = w/o both = β 0): plain BPR on the content.
             update |= {"causal": False, "counterfactual_weight": defaults.counterfactual_weight,
@@ -274,7 +279,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     # The printed model: eq. 19 and the paper's module on a frozen base, the authors' λ.
     "neggen_paper": {"objective": "paper", "encoder": "attention", "content_layer": "output", "score_weight": 0.4,
                      "align_weight": 1e-2,
-                     "temperature": 0.2, "finetune_base": False},
+                     "temperature": 0.2, "finetune_base": False, "learning_rate": None},
     "wo_neg": {"negatives": "uniform"},
     "wo_cf": {"causal": False},
     "wo_both": {"negatives": "uniform", "causal": False},

@@ -206,7 +206,10 @@ def _train_neggen(
     # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
     base_model, _ = load_model(base.run_dir, data, device=base.config.device)
     neggen = NegGen(base_model, features, config, seed)
-    result = Trainer(neggen, data, with_uniform_negatives(base.config), checkpoint_dir=run_dir, progress=progress).fit()
+    train = with_uniform_negatives(base.config)
+    if config.learning_rate is not None:
+        train = train.model_copy(update={"learning_rate": config.learning_rate})
+    result = Trainer(neggen, data, train, checkpoint_dir=run_dir, progress=progress).fit()
     return TrainedRun(STAGE, model, run_dir, base.config, result)
 
 

@@ -19,14 +19,16 @@ projection, and adds what eq. 19 lacks, an item the user did not take:
             = y(u, i) - y(u, i with do(x = x_i*)) to first order: eq. 12, the item keeps its ID
     L = mean softplus(y(u,j) - y(u,i))                         BPR, j a sampled non-interacted item
       + β mean softplus(-TE(u,i))                              the positive beats its own counterfactual
-      + β_j mean softplus(-λ/(L+1) e_u·P(x_i - x_j))           optional (β_j = 0): its content beats j's
+      + β_j mean softplus(-λ/(L+1) e_u·P(x_i - x_j))           its content beats j's (β_j = 3)
       + α L_align                                              (α = 0 by default: it lost on validation)
       (+ LightGCN's L2 term on the batch's ego embeddings when the base is fine-tuned)
 
 With the linear encoder TE is proportional to e_u·P(x_i - x_i*): the causal difference of the
 original and the generated attributes (eq. 16), projected (eq. 17). P starts at 0, so epoch 0 is
-the base model itself and a best epoch 0 means the content added nothing. Ranking uses real
-content only. w/o CF drops the counterfactual term; w/o NEG draws x_i* from another item.
+the base model itself and a best epoch 0 means the content added nothing. Only P trains on the
+frozen base, with the stage's own Adam learning rate (1e-2; the paper's 1e-3 made every Beauty
+run dip at epoch 1 and climb for hundreds of epochs). Ranking uses real content only. w/o CF
+drops the counterfactual term; w/o NEG draws x_i* from another item.
 
 **objective="paper" (the variant `neggen_paper`), as printed, on a frozen base:**
 
