@@ -1,6 +1,7 @@
 """`neggen`: materialize datasets, open the Dagster UI, query stages with DuckDB.
 
     neggen [--config PATH] materialize --dataset NAME [--select SELECTION]
+    neggen [--config PATH] generate --dataset NAME [--shard i/N]
     neggen [--config PATH] ui [--host 127.0.0.1] [--port 3000]
     neggen [--config PATH] sql --dataset NAME ["SELECT ..."] [--csv]
     neggen [--config PATH] datasets
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import CONFIG_ENV, CONFIG_FILENAME, ConfigError, NeggenConfig, load_config
+from pipeline.generation import Shard
 
 DAGSTER_YAML = """\
 # Written by neggen: a local instance, no telemetry, no welcome popup.
@@ -88,6 +90,38 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
     summary = " | ".join([*checks, *causes]) or "see the run"
     print(f"Failed: run {result.run_id}: {summary} (details: neggen ui)", file=sys.stderr)
     return 1
+
+
+def generate(config: NeggenConfig, dataset: str, shard: Shard) -> int:
+    """The generation stages for one shard of the items, into the dataset's generation cache
+    (pipeline/generation.py: generate_shard). It writes no table, so it takes no dataset lock:
+    the shards run side by side, and `neggen materialize` then finds their generations cached."""
+    from pipeline.generation import generate_shard
+    from pipeline.storage import DatasetStore, StageMissing
+
+    generation = config.generation_config(dataset)  # an unknown name fails first
+    store = DatasetStore(config.home, dataset)
+    print(f"Generating shard {shard} of `{dataset}` into {store.root}", file=sys.stderr)
+    try:
+        meta = generate_shard(store, generation, shard)
+    except StageMissing:
+        print(
+            f"neggen: `{dataset}` has no items table under {store.root}; "
+            f"run: neggen materialize --dataset {dataset} --select '+key:items'",
+            file=sys.stderr,
+        )
+        return 1
+    for asset, m in meta.items():
+        print(f"{asset}: {m['items']} items, {m['generated']} generated, {m['cache_hits']} cached, "
+              f"{m['failed']} failed, {m['seconds']} s", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run_sql(config: NeggenConfig, dataset: str, query: str | None, as_csv: bool) -> int:
@@ -211,6 +245,12 @@ def parser() -> argparse.ArgumentParser:
     mat = commands.add_parser("materialize", help="materialize assets for one dataset")
     mat.add_argument("--dataset", required=True)
     mat.add_argument("--select", help="Dagster asset selection, e.g. 'interactions+' or 'key:items'")
+    gen = commands.add_parser(
+        "generate", help="generate descriptions and negatives for one shard of the items into the generation cache"
+    )
+    gen.add_argument("--dataset", required=True)
+    gen.add_argument("--shard", type=_shard, default=Shard(0, 1), metavar="i/N",
+                     help="the items with item_id %% N == i (default 0/1: all); run i = 0..N-1 side by side")  # fmt: skip
     ui = commands.add_parser("ui", help="start the Dagster UI")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -228,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         config = _prepare_environment(args.config)
         if args.command == "materialize":
             return materialize(config, args.dataset, args.select)
+        if args.command == "generate":
+            return generate(config, args.dataset, args.shard)
         if args.command == "sql":
             return run_sql(config, args.dataset, args.query, args.csv)
         if args.command == "ui":

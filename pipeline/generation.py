@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -99,24 +100,30 @@ class _NothingToGenerate(Engine):
         raise AssertionError("no request reaches an engine when no item reaches the stage")
 
 
-def run_generation_stage(store: DatasetStore, asset: str, config: GenerationConfig) -> StageRun:
-    """Generate `asset` for every item (cache first), write it and its failures table; items
-    that failed upstream are recorded as failures here too (see the module docstring)."""
+def _generate(store: DatasetStore, asset: str, config: GenerationConfig, items: pd.DataFrame,
+              inputs: pd.DataFrame) -> StageRun:  # fmt: skip
+    """`asset`'s stage over `inputs` through the dataset's generation cache; the engine is built
+    on the whole catalogue `items` (the catalog engine's vocabulary), whichever items are generated."""
     stage = STAGE_OF_ASSET[asset]
-    items = store.read("items")
-    earlier = {arg: store.read(table) for arg, table in INPUTS_OF_ASSET[asset].items()}
-    inputs = join_texts(items, **earlier)
-    upstream = upstream_failures(store, asset, items, earlier)
     engine_config = config.describer if stage == "description" else config.generator
     # Closing the engine frees what it holds (a GPU model, HTTP connections) as soon as the stage ends.
     engine = build_engine(engine_config, catalogue=items) if len(inputs) else _NothingToGenerate(engine_config)
     with engine, GenerationCache(store.folder(CACHE_FOLDER)) as cache:
-        run = generate_stage(
+        return generate_stage(
             inputs, stage, engine, cache,
             sampling=config.sampling, batch_size=config.batch_size, max_attempts=config.max_attempts,
             keep_source_description=config.keep_source_description, progress=sys.stderr.isatty(),
             prompt_mode="free_text" if stage == "description" else config.generator_prompt_mode,
         )
+
+
+def run_generation_stage(store: DatasetStore, asset: str, config: GenerationConfig) -> StageRun:
+    """Generate `asset` for every item (cache first), write it and its failures table; items
+    that failed upstream are recorded as failures here too (see the module docstring)."""
+    items = store.read("items")
+    earlier = {arg: store.read(table) for arg, table in INPUTS_OF_ASSET[asset].items()}
+    upstream = upstream_failures(store, asset, items, earlier)
+    run = _generate(store, asset, config, items, join_texts(items, **earlier))
     failures = pd.concat([f for f in (upstream, run.failures) if len(f)], ignore_index=True) \
         if len(upstream) or len(run.failures) else run.failures  # fmt: skip
     failures = failures.sort_values("item_id", kind="stable", ignore_index=True)
@@ -138,3 +145,43 @@ def _typed(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     """`frame` as Arrow with `schema`'s types for its columns (others, e.g. image_text, as strings)."""
     fields = [schema.field(c) if c in schema.names else pa.field(c, pa.string()) for c in frame.columns]
     return pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the items whose item_id % count == index."""
+
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if not (self.count >= 1 and 0 <= self.index < self.count):
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= i < N and N >= 1, e.g. 0/2 and 1/2")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`i/N`, e.g. `0/4`."""
+        index, slash, count = text.partition("/")
+        if not (slash and index.strip().isdecimal() and count.strip().isdecimal()):
+            raise ValueError(f"shard {text!r}: write i/N with whole numbers 0 <= i < N, e.g. 0/2 and 1/2")
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def generate_shard(store: DatasetStore, config: GenerationConfig, shard: Shard = Shard(0, 1)) -> dict[str, dict]:
+    """Run every generation stage for `shard`'s items into the dataset's generation cache,
+    writing no table: a later materialization of the generation assets finds the shard's
+    generations cached. Shards compose (the cache is keyed by request content, and SQLite
+    lets several processes write it), so N processes, one per shard, generate the whole
+    dataset in parallel. Returns each asset's run metadata."""
+    items = store.read("items")
+    mine = items[items["item_id"] % shard.count == shard.index]
+    outputs: dict[str, pd.DataFrame] = {}
+    meta: dict[str, dict] = {}
+    for asset in STAGE_OF_ASSET:  # in order: each stage's inputs are generated before it
+        earlier = {arg: outputs[table] for arg, table in INPUTS_OF_ASSET[asset].items()}
+        run = _generate(store, asset, config, items, join_texts(mine, **earlier))
+        outputs[asset], meta[asset] = run.outputs, run.meta
+    return meta

@@ -12,10 +12,9 @@ from pipeline.demo import DemoConfig, write_demo_source
 from pipeline.llm.config import GenerationConfig
 from pipeline.llm.engines import Engine, EngineUnavailable, build_engine, parse_engine_config
 from pipeline.llm.prompts import build_description, render_request
-from pipeline.llm.testing import ScriptedEngine
+from pipeline.llm.testing import FakeServer, ScriptedEngine, completion
 from pipeline.llm.types import Result, SamplingParams
 from pipeline.sources import read_amazon2014
-from tests.test_llm_openai import FakeServer, completion
 
 
 @pytest.fixture(scope="module")

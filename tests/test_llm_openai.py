@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,79 +15,11 @@ from pipeline.llm.config import OpenAIEngineConfig
 from pipeline.llm.engines import EngineUnavailable, build_engine
 from pipeline.llm.engines.openai import OpenAIEngine
 from pipeline.llm.prompts import render_request
+from pipeline.llm.testing import FakeServer, completion
 from pipeline.llm.types import ImagePart, Message, Request, SamplingParams
 
 KEY = "sk-test-SECRET-0123456789"
 KEY_ENV = "NEGGEN_TEST_LLM_KEY"
-
-
-class FakeServer:
-    """An OpenAI chat-completions server whose behaviour a test scripts via `plan`.
-
-    `plan(n, body, headers)` gets the 1-based request number and returns
-    (status, reply dict or text, sleep seconds).
-    """
-
-    def __init__(self, plan):
-        self.plan = plan
-        self.bodies: list[dict] = []
-        self.headers: list[dict] = []
-        self.count = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.count += 1
-                    n = server.count
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                    server.bodies.append(body)
-                    server.headers.append(dict(self.headers))
-                try:
-                    status, reply, sleep = server.plan(n, body, dict(self.headers))
-                    if sleep:
-                        time.sleep(sleep)
-                    data = (json.dumps(reply) if isinstance(reply, dict) else str(reply)).encode()
-                    try:
-                        self.send_response(status)
-                        self.send_header("Content-Type", "application/json")
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data)
-                    except (BrokenPipeError, ConnectionResetError):
-                        pass  # the client gave up (timeout test)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def completion(text: str, finish: str = "stop") -> dict:
-    return {"id": "x", "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
 
 
 def echo_plan(n, body, headers):
@@ -245,13 +175,17 @@ def test_a_request_with_a_schema_asks_for_json_under_it():
 
 def schema_following_server(n, body, headers):
     """A server that answers under the request's schema, as vLLM's guided decoding does: the
-    first allowed word to mask, "Zed" for every blank; prose when no schema is sent."""
+    first allowed word to mask, "Zed" for every blank, the first allowed word swapped for "Zed";
+    prose when no schema is sent."""
     fmt = body.get("response_format")
     if fmt is None:
         return 200, completion("Here is the masked description you asked for."), 0
     properties = fmt["json_schema"]["schema"]["properties"]
     if "mask" in properties:
         return 200, completion(json.dumps({"mask": properties["mask"]["items"]["enum"][:1]})), 0
+    if "swaps" in properties:
+        word = properties["swaps"]["items"]["properties"]["word"]["enum"][0]
+        return 200, completion(json.dumps({"swaps": [{"word": word, "replacement": "Zed"}]})), 0
     return 200, completion(json.dumps({"replacements": ["Zed"] * properties["replacements"]["minItems"]})), 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -64,12 +65,15 @@ class OpenAIEngineConfig(_LanguageModelEngine):
     """Any OpenAI-compatible `/v1/chat/completions` server (vLLM serve, llama.cpp, ...)."""
 
     kind: Literal["openai"] = "openai"
-    base_url: str = Field(description="Server root, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | list[str] = Field(
+        description="Server root, e.g. http://127.0.0.1:8000/v1; or a list of servers of the same model: "
+        "requests are spread over them, and a failed request is retried on another one."
+    )
     model: str
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the API key."
     )
-    max_concurrency: int = Field(default=8, ge=1, le=512)
+    max_concurrency: int = Field(default=8, ge=1, le=512, description="Requests in flight at most, per server.")
     timeout_s: float = Field(
         default=120.0, gt=0.0, description="Deadline of each HTTP request, from connecting to the reply's last byte."
     )
@@ -77,6 +81,35 @@ class OpenAIEngineConfig(_LanguageModelEngine):
     backoff_s: float = Field(default=1.0, ge=0.0, description="First backoff; doubles per retry.")
     backoff_max_s: float = Field(default=30.0, ge=0.0)
     use_env_proxy: bool = Field(default=False, description="Honour http(s)_proxy variables.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _distinct_http_urls(cls, value: str | list[str]) -> str | list[str]:
+        urls = [value] if isinstance(value, str) else value
+        if not urls:
+            raise ValueError("base_url: the list is empty; give at least one server, e.g. http://127.0.0.1:8000/v1")
+        for url in urls:
+            if not _is_http_url(url):
+                raise ValueError(f"base_url: {url!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+        roots = [url.rstrip("/") for url in urls]  # the engine appends /chat/completions to each root
+        repeated = sorted({root for root in roots if roots.count(root) > 1})
+        if repeated:
+            raise ValueError(f"base_url: {', '.join(repeated)} listed more than once")
+        return value
+
+    @property
+    def base_urls(self) -> list[str]:
+        """The servers, in the order given (one for a single `base_url` string)."""
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class TransformersEngineConfig(_LanguageModelEngine):

@@ -1,25 +1,37 @@
 """Any OpenAI-compatible `/v1/chat/completions` server, over the standard library only.
 
-Requests of a batch run on a bounded thread pool (`max_concurrency` in flight at most).
+`base_url` is one server, or a list of servers of the same model. Requests of a batch run on a
+bounded thread pool: at most `max_concurrency` in flight per server. Each try of a request goes
+to the server with the fewest requests in flight (ties in turn, so a batch reaches every
+server), servers that failed recently last: a failed server is passed over while another one
+works, for a cool-down that doubles with each failure in a row (from `backoff_s`, capped at
+`backoff_max_s`, or its `Retry-After`), after which one request tries it again. A request
+waits for a free slot rather than go to a server in cool-down while a working one is busy.
+
 Each HTTP request has a deadline of `timeout_s` for the whole exchange, from connecting to the
 last byte of the reply: a socket timeout alone bounds each read, so a server trickling its
 reply a byte at a time could hold a request for ever; at the deadline the request's socket is
-shut down. A request is retried with exponential backoff (doubling from
-`backoff_s`, capped, with jitter; a `Retry-After` header is honoured up to the cap) on
-HTTP 429, 5xx, timeouts and dropped connections. Other 4xx are final. Images are sent as
-base64 `data:` URIs in `image_url` parts. A request with a `response_schema` (the structured
-prompt mode) asks for it as `response_format: {"type": "json_schema", ...}`, which vLLM's server
+shut down. HTTP 429, 5xx, timeouts and dropped connections are retried: at once on another
+server the request has not tried since its last backoff, and once every server has failed it,
+after an exponential backoff (doubling from `backoff_s`, capped, with jitter; a `Retry-After`
+header is honoured up to the cap), at most `max_retries` times. So one server that keeps
+failing costs a request one extra try, not its answer, while another server works; with a
+single server this is a plain retry with backoff. The error of a request that never got an
+answer names each server's last failure. Other 4xx are final. Images are sent as base64
+`data:` URIs in `image_url` parts. A request with a `response_schema` (the structured prompt
+mode) asks for it as `response_format: {"type": "json_schema", ...}`, which vLLM's server
 enforces by guided decoding (OpenAI's own API needs schemas its strict mode accepts; a server
 that refuses the field answers 400, which is that request's error).
 
-The cache fingerprint is the model name alone: moving the server (another host or port)
-does not throw away what the same model generated.
+The cache fingerprint is the model name alone: moving the server (another host or port) or
+adding servers does not throw away what the same model generated, and every server of a list
+shares the same cache entries.
 
 The API key is read from the environment variable named in the config when the engine is
-built; it is only ever placed in the Authorization header. It is not in the engine's repr,
-in log records or in any error message (server replies are scrubbed of it too).
+built; it is only ever placed in the Authorization header (the same key for every server). It
+is not in the engine's repr, in log records or in any error message (server replies are
+scrubbed of it too).
 """
-
 from __future__ import annotations
 
 import base64
@@ -34,8 +46,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from pipeline.llm.config import OpenAIEngineConfig
 from pipeline.llm.engines.base import Engine, EngineUnavailable
@@ -87,7 +100,8 @@ class OpenAIEngine(Engine):
     def __init__(self, config: OpenAIEngineConfig):
         super().__init__(config.model)
         self.config = config
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        urls = [url.rstrip("/") + "/chat/completions" for url in config.base_urls]
+        self._servers = _Servers(urls, config.max_concurrency, config.backoff_s, config.backoff_max_s)
         self.__key: str | None = None
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
@@ -96,7 +110,7 @@ class OpenAIEngine(Engine):
                     f"openai engine: environment variable {config.api_key_env} (the API key) is not set"
                 )
             self.__key = key
-        self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="neggen-openai")
+        self._pool = ThreadPoolExecutor(config.max_concurrency * len(urls), thread_name_prefix="neggen-openai")
         self._closed = False
         self._lock = threading.Lock()
 
@@ -142,11 +156,13 @@ class OpenAIEngine(Engine):
         except OSError as err:
             return self._error(f"cannot read image: {err}", time.perf_counter() - t0, tries=0)
         cfg = self.config
-        tries = 0
+        tries = retries = 0
+        failed: dict[_Server, str] = {}  # the servers this request failed on since its last backoff
         while True:
             tries += 1
             try:
-                text, finish = self._post(body)
+                with self._servers.slot(avoid=failed) as server:
+                    text, finish = self._post(server.url, body)
                 return Result(text=text, engine=self.kind, model=self.model, finish_reason=finish,
                               latency_s=time.perf_counter() - t0, tries=tries)  # fmt: skip
             except _Final as err:
@@ -155,41 +171,48 @@ class OpenAIEngine(Engine):
                 return self._error(message, time.perf_counter() - t0, tries)
             except _Retryable as err:
                 message = self._scrub(str(err))
-                if tries > cfg.max_retries:
-                    log.warning("openai request failed after %d tries: %s", tries, message)
-                    return self._error(f"{message} (after {tries} tries)", time.perf_counter() - t0, tries)
-                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (tries - 1))
+                failed[server] = message
+                if len(failed) < len(self._servers):
+                    log.info("openai request: %s; trying another server", message)
+                    continue
+                if retries >= cfg.max_retries:
+                    every = "; ".join(failed.values())  # each server's last failure
+                    log.warning("openai request failed after %d tries: %s", tries, every)
+                    return self._error(f"{every} (after {tries} tries)", time.perf_counter() - t0, tries)
+                retries += 1
+                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (retries - 1))
                 delay *= 0.5 + random.random() / 2
                 if err.retry_after is not None:
                     delay = min(cfg.backoff_max_s, max(delay, err.retry_after))
-                log.info("openai request: %s; retry %d/%d in %.2fs", message, tries, cfg.max_retries, delay)
+                log.info("openai request: %s; retry %d/%d in %.2fs", message, retries, cfg.max_retries, delay)
                 time.sleep(delay)
+                failed = {}
 
-    def _post(self, body: bytes) -> tuple[str, str | None]:
+    def _post(self, url: str, body: bytes) -> tuple[str, str | None]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
-        req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
         deadline = _Deadline(self.config.timeout_s)
-        late = f"timed out: no complete reply within {self.config.timeout_s:g}s ({self._url})"
+        late = f"timed out: no complete reply within {self.config.timeout_s:g}s ({url})"
         try:
             try:
                 with self._opener_until(deadline).open(req, timeout=self.config.timeout_s) as resp:
                     raw = resp.read()
             except urllib.error.HTTPError as err:
                 detail = _read_error(err)
-                message = f"HTTP {err.code} from {self._url}: {detail}"
+                message = f"HTTP {err.code} from {url}: {detail}"
                 if err.code in RETRY_STATUS:
                     raise _Retryable(message, _retry_after(err.headers.get("Retry-After"))) from None
                 raise _Final(message) from None
             except (TimeoutError, socket.timeout):
-                raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
+                raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({url})") from None
             except urllib.error.URLError as err:
                 if isinstance(err.reason, TimeoutError | socket.timeout):
-                    raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({self._url})") from None
-                raise _Retryable(f"cannot reach {self._url}: {err.reason}") from None
+                    raise _Retryable(f"timed out after {self.config.timeout_s:g}s ({url})") from None
+                raise _Retryable(f"cannot reach {url}: {err.reason}") from None
             except (OSError, http.client.HTTPException) as err:
-                raise _Retryable(f"connection to {self._url} failed: {type(err).__name__}: {err}") from None
+                raise _Retryable(f"connection to {url} failed: {type(err).__name__}: {err}") from None
         except (_Retryable, _Final):
             if deadline.expired:  # the error is the socket shut down at the deadline
                 raise _Retryable(late) from None
@@ -198,7 +221,7 @@ class OpenAIEngine(Engine):
             deadline.cancel()
         if deadline.expired:  # a reply without a length ends early, without an error, when cut
             raise _Retryable(late)
-        return _parse(raw, self._url)
+        return _parse(raw, url)
 
     def _opener_until(self, deadline: _Deadline) -> urllib.request.OpenerDirector:
         """An opener whose connections `deadline` shuts down when it expires (it starts now)."""
@@ -206,6 +229,73 @@ class OpenAIEngine(Engine):
         opener = urllib.request.build_opener(*proxies, _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline))
         deadline.start()
         return opener
+
+
+class _Server:
+    """One server: its chat-completions URL, its requests in flight, its failures in a row."""
+
+    __slots__ = ("url", "position", "in_flight", "failures", "cool_until")
+
+    def __init__(self, url: str, position: int):
+        self.url, self.position = url, position
+        self.in_flight = self.failures = 0
+        self.cool_until = 0.0  # time.monotonic() before which the server is passed over
+
+
+class _Servers:
+    """Picks the server of each try (see the module docstring) and counts its slots."""
+
+    def __init__(self, urls: Sequence[str], slots: int, cool_s: float, cool_max_s: float):
+        self._servers = [_Server(url, i) for i, url in enumerate(urls)]
+        self._slots, self._cool_s, self._cool_max_s = slots, cool_s, cool_max_s
+        self._turn = 0  # breaks ties between equally busy servers in turn
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    @contextmanager
+    def slot(self, avoid: Collection[_Server]) -> Iterator[_Server]:
+        """One try's slot on the best server outside `avoid` (one always remains), waiting for a
+        free slot; a retryable failure of the try puts the server in cool-down."""
+        server = self._acquire(avoid)
+        failure = None
+        try:
+            yield server
+        except _Retryable as err:
+            failure = err
+            raise
+        finally:
+            self._release(server, failure)
+
+    def _acquire(self, avoid: Collection[_Server]) -> _Server:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                candidates = [s for s in self._servers if s not in avoid]
+                working = [s for s in candidates if s.cool_until <= now]
+                free = [s for s in working or candidates if s.in_flight < self._slots]
+                if free:
+                    n = len(self._servers)
+                    server = min(free, key=lambda s: (s.in_flight, (s.position - self._turn) % n))
+                    self._turn = server.position + 1
+                    server.in_flight += 1
+                    return server
+                cooling = [s.cool_until - now for s in candidates if s.cool_until > now]
+                self._changed.wait(timeout=min(cooling) if cooling else None)  # a slot frees or a cool-down ends
+
+    def _release(self, server: _Server, failure: _Retryable | None) -> None:
+        with self._changed:
+            server.in_flight -= 1
+            if failure is None:  # answered (an HTTP 400 too: then the request is at fault, not the server)
+                server.failures, server.cool_until = 0, 0.0
+            else:
+                server.failures += 1
+                cool = min(self._cool_max_s, self._cool_s * 2 ** (server.failures - 1))
+                if failure.retry_after is not None:
+                    cool = min(self._cool_max_s, max(cool, failure.retry_after))
+                server.cool_until = time.monotonic() + cool
+            self._changed.notify_all()
 
 
 class _Deadline:
