@@ -44,7 +44,7 @@ from neggen_model.sampling import UniformNegativeSampler
 from pipeline.config import load_config
 from pipeline.demo import VOCABULARY, read_world
 from pipeline.resources import NeggenResource
-from pipeline.study import load_item_features
+from pipeline.study import load_item_features, neggen_train_config
 from pipeline.training import BASE_MODEL, BASE_STAGE, load_interaction_data, train_run
 
 ORACLE_WEIGHTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
@@ -130,7 +130,7 @@ def attribute_lightgcn(data, attributes: np.ndarray, config) -> tuple[float, flo
 def content_path(base_run, data, features: ItemFeatures, config: NegGenConfig, seed: int) -> tuple[float, float]:
     """(valid, test) Recall@20 of NegGen's content path on `features`, fine-tuned from the base run."""
     base, _ = load_model(base_run.run_dir, data)
-    result = Trainer(NegGen(base, features, config, seed), data, base_run.config, progress=False).fit()
+    result = Trainer(NegGen(base, features, config, seed), data, neggen_train_config(base_run.config, config), progress=False).fit()
     return result.best_valid["recall@20"], result.test["mmrec"]["recall@20"]
 
 

@@ -99,15 +99,17 @@ def main() -> None:
     table = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "seed", "split", "metric", "k"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out, curve_out = RESULTS / "neggen_selection.csv", RESULTS / "neggen_selection_curves.csv"
-    if out.exists():  # other datasets' rows stay; this dataset's (all, or the chosen candidates') are replaced
+    if out.exists():  # other datasets' and seeds' rows stay; this run's (candidate, seed) rows are replaced
         old = pd.read_csv(out)
-        replaced = (old.dataset == args.dataset) & (old.model.isin(table.model) | (args.candidates is None))
+        ran = pd.MultiIndex.from_frame(table[["model", "seed"]].drop_duplicates())
+        replaced = (old.dataset == args.dataset) & pd.MultiIndex.from_frame(old[["model", "seed"]]).isin(ran)
         table = pd.concat([old[~replaced], table], ignore_index=True)
     table.to_csv(out, index=False)
     curve_table = pd.concat(curves, ignore_index=True)
     if curve_out.exists():
         old = pd.read_csv(curve_out)
-        replaced = (old.dataset == args.dataset) & (old.candidate.isin(curve_table.candidate) | (args.candidates is None))
+        ran = pd.MultiIndex.from_frame(curve_table[["candidate", "seed"]].drop_duplicates())
+        replaced = (old.dataset == args.dataset) & pd.MultiIndex.from_frame(old[["candidate", "seed"]]).isin(ran)
         curve_table = pd.concat([old[~replaced], curve_table], ignore_index=True)
     curve_table.to_csv(curve_out, index=False)
     r20 = table[(table.dataset == args.dataset) & (table.metric == "recall") & (table.k == 20)]

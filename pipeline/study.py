@@ -199,6 +199,13 @@ def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) ->
                         "base": base.run_dir.name, "features": fingerprint})  # fmt: skip
 
 
+def neggen_train_config(base: TrainConfig, config: NegGenConfig) -> TrainConfig:
+    """The trainer's settings for NegGen on a base trained with `base`: the base's, on uniform
+    negatives, at the NegGen stage's own learning rate when it has one."""
+    train = with_uniform_negatives(base)
+    return train if config.learning_rate is None else train.model_copy(update={"learning_rate": config.learning_rate})
+
+
 def _train_neggen(
     store: DatasetStore, base: TrainedRun, run_dir: Path, model: str, config: NegGenConfig, seed: int, progress: bool
 ) -> TrainedRun:
@@ -206,10 +213,7 @@ def _train_neggen(
     # A fresh copy of the trained base per run: fine-tuning must not leak into later runs.
     base_model, _ = load_model(base.run_dir, data, device=base.config.device)
     neggen = NegGen(base_model, features, config, seed)
-    train = with_uniform_negatives(base.config)
-    if config.learning_rate is not None:
-        train = train.model_copy(update={"learning_rate": config.learning_rate})
-    result = Trainer(neggen, data, train, checkpoint_dir=run_dir, progress=progress).fit()
+    result = Trainer(neggen, data, neggen_train_config(base.config, config), checkpoint_dir=run_dir, progress=progress).fit()
     return TrainedRun(STAGE, model, run_dir, base.config, result)
 
 
