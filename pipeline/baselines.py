@@ -1,10 +1,10 @@
-"""The multi-modal baselines stage: per dataset, each configured baseline (VBPR, FREEDOM, ...)
+"""The baselines stage: per dataset, each configured baseline (VBPR, FREEDOM, ..., IRGAN)
 with its small hyper-parameter grid searched at the first seed on validation Recall@20 only, then
 the chosen setting trained at every seed and tested once at its best validation epoch.
 
 Each run is an ordinary resumable Trainer run in `baselines/<model>-<key>/`, the key hashing the
-model, its params, the training config, the training graph and the item content, so a
-re-materialization reuses finished runs and resumes an interrupted one.
+model, its params, the training config, the training graph and the item content (IRGAN: its
+pre-training run instead), so a re-materialization reuses finished runs and resumes an interrupted one.
 """
 
 from __future__ import annotations
@@ -17,15 +17,27 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from neggen_model.checkpoint import MODEL_META
+from neggen_model.checkpoint import MODEL_META, load_model
 from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent, pool_item_content
-from neggen_model.models import CONTENT_MODELS, build_model
+from neggen_model.data import InteractionData
+from neggen_model.models import BASELINES, CONTENT_MODELS, build_model
+from neggen_model.models.irgan import IRGANParams
 from neggen_model.trainer import Trainer, TrainResult
 from pipeline.config import BaselinesConfig
+from pipeline.lock import dataset_lock
 from pipeline.storage import DatasetStore
 from pipeline.study import load_item_features, stage_inputs
-from pipeline.training import BASELINES_METRICS, content_key, metric_rows, run_columns, with_uniform_negatives
+from pipeline.training import (
+    BASELINES_METRICS,
+    TrainedRun,
+    content_key,
+    metric_rows,
+    run_columns,
+    run_key,
+    train_run,
+    with_uniform_negatives,
+)
 from pipeline.workers import run_all
 
 STAGE = "baselines"
@@ -59,7 +71,7 @@ def load_item_content(store: DatasetStore, n_items: int) -> ItemContent:
 
 def grid_points(model: str, config: BaselinesConfig) -> list[dict]:
     """Every setting of the model's grid (config's, else the model's own), over its fixed params."""
-    cls = CONTENT_MODELS[model]
+    cls = BASELINES[model]
     grid = config.grid.get(model, cls.grid)
     fixed = config.params.get(model, {})
     names = sorted(grid)
@@ -67,17 +79,36 @@ def grid_points(model: str, config: BaselinesConfig) -> list[dict]:
     return [cls.parse_params(point).model_dump(mode="json") for point in points] or [cls.parse_params(fixed).model_dump(mode="json")]
 
 
+def irgan_pretraining(
+    store: DatasetStore, params: IRGANParams, train_config: TrainConfig, data: InteractionData, progress: bool = False
+) -> TrainedRun | None:
+    """IRGAN's pre-training (None for `pretrain: none`): this project's BPR-MF run under the same
+    training config (`pretrain_epochs` at most), trained once in `baselines/bpr-<key>/` and reused
+    by every IRGAN run that names it. Locked, so parallel IRGAN runs never train it twice at once."""
+    if params.pretrain == "none":
+        return None
+    config = train_config if params.pretrain_epochs is None else train_config.model_copy(update={"epochs": params.pretrain_epochs})
+    with dataset_lock(store.folder(STAGE) / f"bpr-{run_key('bpr', config, data)}", "IRGAN's BPR-MF pre-training"):
+        return train_run(store, STAGE, "bpr", config, data, progress)
+
+
 def train_baseline(
     store: DatasetStore, model: str, params: dict, train_config: TrainConfig, progress: bool = False
 ) -> BaselineRun:
     """Train (or resume, or reuse) one baseline run in its keyed folder."""
     data, features, _ = stage_inputs(store)
-    content = pool_item_content(features)
     train_config = with_uniform_negatives(train_config)
-    key = content_key({"model": model, "params": params, "train": train_config.model_dump(mode="json"),
-                       "graph": data.train_fingerprint(), "content": content.fingerprint()})  # fmt: skip
-    run_dir = store.folder(STAGE) / f"{model}-{key}"
-    instance = build_model(model, data, train_config, content, params)
+    inputs = {"model": model, "params": params, "train": train_config.model_dump(mode="json"), "graph": data.train_fingerprint()}
+    if model in CONTENT_MODELS:
+        content = pool_item_content(features)
+        inputs["content"] = content.fingerprint()
+        instance = build_model(model, data, train_config, content, params)
+    else:  # IRGAN: no content; it starts from its pre-training run, which the key names
+        pretraining = irgan_pretraining(store, BASELINES[model].parse_params(params), train_config, data, progress)
+        pretrained = None if pretraining is None else load_model(pretraining.run_dir, data, train_config.device)[0]
+        inputs["pretrain"] = None if pretraining is None else pretraining.run_dir.name
+        instance = build_model(model, data, train_config, params=params, pretrained=pretrained)
+    run_dir = store.folder(STAGE) / f"{model}-{content_key(inputs)}"
     result = Trainer(instance, data, train_config, checkpoint_dir=run_dir, progress=progress).fit()
     (run_dir / "params.json").write_text(json.dumps({"model": model, "params": params}, indent=2, sort_keys=True))
     return BaselineRun(model, params, train_config.seed, f"{STAGE}/{run_dir.name}", result)
@@ -105,7 +136,7 @@ def run_baselines(
     first, *others = config.seeds
     points: dict[str, list[dict]] = {}
     for model in config.models:
-        reason = CONTENT_MODELS[model].skip_reason(content)
+        reason = BASELINES[model].skip_reason(content)
         if reason:
             skipped[model] = reason
             log(f"skipping {model}: {reason}")

@@ -14,7 +14,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS, NegGenConfig, TrainConfig
-from neggen_model.models import CONTENT_MODELS
+from neggen_model.models import BASELINES
 from pipeline.demo import DemoConfig
 from pipeline.llm.config import GenerationConfig
 
@@ -111,12 +111,12 @@ class StudyConfig(BaseModel):
 
 
 class BaselinesConfig(BaseModel):
-    """Which multi-modal baselines the `baselines` asset trains on a dataset, and their grids."""
+    """Which baselines (the multi-modal ones, IRGAN) the `baselines` asset trains on a dataset, and their grids."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: tuple[str, ...] = Field(
-        ("vbpr", "freedom"), description=f"Baselines to train, in order; known: {sorted(CONTENT_MODELS)}."
+        ("vbpr", "freedom"), description=f"Baselines to train, in order; known: {sorted(BASELINES)}."
     )
     seeds: Seeds = Field(
         (2024, 2025, 2026), description="Seeds of the chosen setting; the grid runs at the first."
@@ -134,9 +134,9 @@ class BaselinesConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [m for m in value if m not in CONTENT_MODELS]
+        unknown = [m for m in value if m not in BASELINES]
         if unknown:
-            raise ValueError(f"unknown baselines {unknown}; known: {sorted(CONTENT_MODELS)}")
+            raise ValueError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
         if len(set(value)) != len(value):
             raise ValueError(f"a baseline is listed twice: {list(value)}")
         return value
@@ -145,9 +145,9 @@ class BaselinesConfig(BaseModel):
     def _params_of_known_models(self) -> BaselinesConfig:
         for block in ("grid", "params"):
             for model, values in getattr(self, block).items():
-                if model not in CONTENT_MODELS:
-                    raise ValueError(f"{block}.{model}: unknown baseline; known: {sorted(CONTENT_MODELS)}")
-                fields = CONTENT_MODELS[model].Params.model_fields
+                if model not in BASELINES:
+                    raise ValueError(f"{block}.{model}: unknown baseline; known: {sorted(BASELINES)}")
+                fields = BASELINES[model].Params.model_fields
                 for name in values:
                     if name not in fields:
                         raise ValueError(f"{block}.{model}.{name}: unknown parameter; {model} has {sorted(fields)}")
@@ -157,12 +157,12 @@ class BaselinesConfig(BaseModel):
                         raise ValueError(f"grid.{model}.{name}: give at least one value")
                     for option in options:
                         try:
-                            CONTENT_MODELS[model].parse_params(self.params.get(model, {}) | {name: option})
+                            BASELINES[model].parse_params(self.params.get(model, {}) | {name: option})
                         except ValueError as err:
                             raise ValueError(f"grid.{model}.{name}: {option!r} is invalid ({err})") from None
         for model, fixed in self.params.items():
             try:
-                CONTENT_MODELS[model].parse_params(fixed)
+                BASELINES[model].parse_params(fixed)
             except ValueError as err:
                 raise ValueError(f"params.{model}: {err}") from None
         return self

@@ -5,15 +5,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
+
+if TYPE_CHECKING:
+    from neggen_model.content import ItemContent
 
 
 class ScoringModel(nn.Module, ABC):
@@ -80,6 +84,47 @@ class ScoringModel(nn.Module, ABC):
         finally:
             self._frozen = None
             self.train(was_training)
+
+
+class ModelParams(BaseModel):
+    """Base of each baseline's hyper-parameters: typed, frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaselineModel(ScoringModel):
+    """A model of the `baselines` stage (the multi-modal ones, IRGAN): typed hyper-parameters of
+    its own (`Params`) and the small grid the stage searches on validation Recall@20."""
+
+    Params: ClassVar[type[ModelParams]]
+    #: param -> values searched by the baselines runner ({}: the defaults only).
+    grid: ClassVar[dict[str, tuple[Any, ...]]] = {}
+
+    def __init__(self, params: Any = None):
+        super().__init__()
+        self.params = self.parse_params(params)
+
+    @classmethod
+    def parse_params(cls, params: Any = None) -> ModelParams:
+        """params as the model's typed Params (None: the defaults); errors name the model and key."""
+        if params is None:
+            return cls.Params()
+        if isinstance(params, cls.Params):
+            return params
+        try:
+            return cls.Params.model_validate(dict(params))
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in err.errors())
+            raise ValueError(f"{cls.name} params: {problems}") from None
+
+    @classmethod
+    def skip_reason(cls, content: ItemContent) -> str | None:
+        """Why the model cannot run on this dataset's item content (None when it can)."""
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
 
 class Recommender(ScoringModel):

@@ -1,5 +1,5 @@
-"""What the multi-modal baselines (VBPR, FREEDOM, ...) share: their constructor contract, typed
-per-model hyper-parameters with a small validation grid, and sparse-graph helpers.
+"""What the multi-modal baselines (VBPR, FREEDOM, ...) share: their constructor contract (their typed
+per-model hyper-parameters and small validation grid come from base.BaselineModel), and sparse-graph helpers.
 
 A content model is a ScoringModel built from (data, TrainConfig, ItemContent, params). TrainConfig
 gives what every model of the paper shares (embedding size 64, Adam, learning rate, batch 2048,
@@ -16,64 +16,35 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from neggen_model.config import Modality, TrainConfig
 from neggen_model.content import ItemContent
 from neggen_model.data import InteractionData
-from neggen_model.models.base import ScoringModel
+from neggen_model.models.base import BaselineModel, ModelParams
 
 
-class ModelParams(BaseModel):
-    """Base of each baseline's hyper-parameters: typed, frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ContentModel(ScoringModel):
+class ContentModel(BaselineModel):
     """A recommender that reads item content (one vector per modality, see neggen_model.content)."""
 
-    Params: ClassVar[type[ModelParams]]
-    #: The small grid the baselines runner searches on validation Recall@20 (param -> values).
-    grid: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Modalities without which the model cannot run (most run on whatever the item content has).
     requires: ClassVar[tuple[Modality, ...]] = ()
 
     def __init__(self, data: InteractionData, config: TrainConfig, content: ItemContent, params: Any = None):
-        super().__init__()
         if not isinstance(content, ItemContent):
             raise TypeError(f"{self.name}: content must be an ItemContent, got {type(content).__name__}")
         content.check_items(data.n_items, self.name)
         lacking = [m for m in self.requires if m not in content.modalities]
         if lacking:
             raise ValueError(f"{self.name} needs {'/'.join(lacking)} features; the item content has {list(content.modalities)}")
-        self.params = self.parse_params(params)
+        super().__init__(params)
         self.n_users, self.n_items = data.n_users, data.n_items
         self.embedding_size = config.embedding_size
 
     @classmethod
-    def parse_params(cls, params: Any = None) -> ModelParams:
-        """params as the model's typed Params (None: the defaults); errors name the model and key."""
-        if params is None:
-            return cls.Params()
-        if isinstance(params, cls.Params):
-            return params
-        try:
-            return cls.Params.model_validate(dict(params))
-        except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in err.errors())
-            raise ValueError(f"{cls.name} params: {problems}") from None
-
-    @classmethod
     def skip_reason(cls, content: ItemContent) -> str | None:
-        """Why the model cannot run on this content (None when it can)."""
         lacking = [m for m in cls.requires if m not in content.modalities]
         return f"{cls.name} needs {'/'.join(lacking)} features, the dataset has {list(content.modalities)}" if lacking else None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     @abstractmethod
     def final_embeddings(self) -> tuple[Tensor, Tensor]: ...
