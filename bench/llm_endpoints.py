@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report import Report  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.llm.engines import build_engine  # noqa: E402
 from pipeline.llm.prompts import build_description  # noqa: E402
@@ -98,11 +99,8 @@ def main() -> None:
 
     single = rows[0][1]
     ratio = rows[1][1]["items_per_s"] / single["items_per_s"]
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    report = Report()
+    say = report.say
 
     say(f"# The openai engine over 1 vs 2 servers ({time.strftime('%Y-%m-%d')})")
     say()
@@ -120,8 +118,7 @@ def main() -> None:
             f"{result['ok']}/{len(items)} | {same} |")  # fmt: skip
     say()
     say(f"2 servers vs 1: {ratio:.2f}x items/s (measured in this run)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    report.write(RESULTS)
     print(f"\nwritten to {RESULTS.relative_to(REPO)}")
 
 

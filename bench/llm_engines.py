@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report import Report  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.llm.cache import GenerationCache  # noqa: E402
 from pipeline.llm.engines import build_engine  # noqa: E402
@@ -76,11 +77,8 @@ def main() -> None:
     import torch
     import transformers
 
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    report = Report()
+    say = report.say
 
     with tempfile.TemporaryDirectory(prefix="neggen-bench-llm-") as tmp:
         tmp = Path(tmp)
@@ -155,8 +153,7 @@ def main() -> None:
     for b in (1, 8, 16):
         say(f"| {b} | {timings[b]:.1f} | {len(requests) / timings[b]:.2f} | {timings[1] / timings[b]:.2f}x | "
             f"{same.get(b, len(requests))}/{len(requests)} |")  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    report.write(RESULTS)
     print(f"\nwritten to {RESULTS.relative_to(REPO)}")
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report import Report  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.llm.cache import GenerationCache  # noqa: E402
@@ -162,11 +163,8 @@ def main() -> None:
         return next((r for r in rows if (r["dataset"], r["engine"], r["mode"], r["stage"]) == (dataset, engine, mode, stage)
                      and (source is None or r.get("input") == source)), None)  # fmt: skip
 
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    report = Report()
+    say = report.say
 
     say(f"# Validity per engine and prompt mode ({time.strftime('%Y-%m-%d')})")
     say()
@@ -215,8 +213,7 @@ def main() -> None:
         if r["mode"] == "structured":
             for text in r["examples"]:
                 say(f"- {r['dataset']} {r['stage']} ({r.get('input', '-')}): `{text[:240].replace(chr(10), ' | ')}`")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    report.write(RESULTS.with_suffix(".md"))
     RESULTS.with_suffix(".json").write_text(json.dumps(
         {"items": args.items, "datasets": args.datasets, "model": llm.model, "minutes": round(total / 60, 1),
          "rows": [{k: v for k, v in r.items() if k != "run"} for r in rows]}, indent=1))  # fmt: skip
