@@ -52,13 +52,20 @@ class Engine(ABC):
         return Result(engine=self.kind, model=self.model, error=message, latency_s=latency_s, tries=tries)
 
 
+#: Configs hashed into a folder's identity. The processor configs exist only in multimodal
+#: folders (image size, patches per picture change a VLM's answer), so a text-only folder's
+#: identity, and its cache keys, stay what they were before they were added.
+IDENTITY_CONFIGS = ("config.json", "preprocessor_config.json", "processor_config.json")
+
+
 def folder_identity(folder: Path) -> str:
-    """A digest of a model folder's config and its weight files' names and sizes: cheap to
+    """A digest of a model folder's configs and its weight files' names and sizes: cheap to
     take (no hashing of gigabytes), and it changes when the weights are replaced."""
     h = hashlib.sha256()
-    config = folder / "config.json"
-    if config.is_file():
-        h.update(config.read_bytes())
+    for name in IDENTITY_CONFIGS:
+        config = folder / name
+        if config.is_file():
+            h.update(config.read_bytes())
     for f in sorted(folder.iterdir()):
         if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file():
             h.update(f"{f.name}:{f.stat().st_size}".encode())

@@ -170,12 +170,16 @@ def describe_picture(image: Image.Image, config: VisualEngineConfig | None = Non
     return " ".join([FEATURE_PREFIX, *phrases])
 
 
-def open_image(part: ImagePart) -> Image.Image:
+def open_image(part: ImagePart, draft_px: int | None = 256) -> Image.Image:
+    """The picture of `part`, lazily opened. A JPEG is decoded at reduced size (at least
+    `draft_px` a side), enough for colour cues; None keeps the full size (a VLM's processor
+    resizes to its own resolution)."""
     if part.data is not None:
         image = Image.open(io.BytesIO(part.data))
     else:
         image = Image.open(Path(part.path))
-    image.draft("RGB", (256, 256))  # JPEG: decode at reduced size
+    if draft_px is not None:
+        image.draft("RGB", (draft_px, draft_px))
     return image
 
 
