@@ -327,7 +327,7 @@ def test_vlm_request_errors_stay_per_request(vlm, demo_items, tmp_path):
     assert all(r.error.startswith("cannot read image") for r in results[:2])
 
 
-def test_vlm_folder_without_image_processor_is_refused(tiny_vlm, tmp_path):
+def test_vlm_folder_without_image_processor_is_refused(tiny_vlm, tiny_model, tmp_path):
     import shutil
 
     from pipeline.llm.engines.base import folder_identity
@@ -335,8 +335,15 @@ def test_vlm_folder_without_image_processor_is_refused(tiny_vlm, tmp_path):
     blind = tmp_path / "blind-vlm"
     shutil.copytree(tiny_vlm, blind)
     (blind / "processor_config.json").unlink()
-    with pytest.raises(EngineUnavailable, match=r"'blind-vlm' at .* is a VLM .* has no image processor"):
+    with pytest.raises(EngineUnavailable, match=r"'blind-vlm' at .* is a VLM .* processor cannot be loaded .* image processor"):
         build_engine({"kind": "transformers", "model": str(blind), "device": "cpu"})
+    # a config that says vision, in a folder whose processor is a tokenizer alone
+    tokenizer_only = tmp_path / "tokenizer-only"
+    shutil.copytree(tiny_model, tokenizer_only)
+    config = json.loads((tokenizer_only / "config.json").read_text())
+    (tokenizer_only / "config.json").write_text(json.dumps({**config, "vision_config": {"hidden_size": 32}}))
+    with pytest.raises(EngineUnavailable, match=r"is a VLM .* its processor \(\w+\) has no image processor"):
+        build_engine({"kind": "transformers", "model": str(tokenizer_only), "device": "cpu"})
     # the processor config is part of the folder's identity (the cache keys): another image size, other answers
     assert folder_identity(blind) != folder_identity(tiny_vlm)
 

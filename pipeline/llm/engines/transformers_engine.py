@@ -333,10 +333,11 @@ class TransformersEngine(Engine):
             processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
         except ImportError as err:  # a processor needing a package not installed here (SmolVLM: num2words)
             raise EngineUnavailable(f"transformers engine: the processor of {self.source.name!r} needs {err}") from None
-        except OSError as err:
+        except OSError as err:  # transformers names the part it could not load (image or video processor)
             raise EngineUnavailable(
-                f"transformers engine: {self.source.name!r} {where} is a VLM (its config has a vision_config) but "
-                f"has no image processor (preprocessor_config.json or processor_config.json): {err}"
+                f"transformers engine: {self.source.name!r} {where} is a VLM (its config has a vision_config) but its "
+                f"processor cannot be loaded (the image processor is read from preprocessor_config.json or "
+                f"processor_config.json): {err}"
             ) from None
         if getattr(processor, "image_processor", None) is None:
             raise EngineUnavailable(
