@@ -63,10 +63,10 @@ class ScoringModel(nn.Module, ABC):
         """Statistics gathered while training since the last call (added to the epoch's history)."""
         return {}
 
-    def full_sort_predict(self, users: Tensor) -> Tensor:
-        """Scores [len(users), n_items] of every item for each user."""
+    def full_sort_predict(self, users: Tensor, out: Tensor | None = None) -> Tensor:
+        """Scores [len(users), n_items] of every item for each user (written into `out` if given)."""
         user_all, item_all = self._frozen if self._frozen is not None else self.final_embeddings()
-        return user_all[users] @ item_all.T
+        return torch.mm(user_all[users], item_all.T, out=out)
 
     @contextmanager
     def frozen_embeddings(self) -> Iterator[None]:
