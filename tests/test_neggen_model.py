@@ -164,6 +164,34 @@ def test_the_shipped_path_equals_propagating_the_content_every_batch(base, data)
         assert torch.allclose(fast_items, model.final_embeddings()[1], atol=1e-6)
 
 
+def test_bfloat16_rows_follow_the_float32_path(base, data):
+    """precision "bfloat16" stores the precomputed rows in bfloat16: the loss, P's gradients, Fig. 3's
+    statistic and the ranking embeddings stay float32 and within bfloat16's rounding of the float32
+    model's; P and Adam's state stay float32."""
+    config = NegGenConfig(content_bpr_weight=0.5)
+    features = make_features(data.n_items, missing_brand=5)
+    users, pos, neg = torch.tensor([0, 1, 2, 3, 1, 4]), torch.tensor([4, 9, 4, 11, 20, 5]), torch.tensor([5, 4, 30, 2, 7, 8])
+
+    def step(precision: str):
+        model = randomize_linear(neggen(base, data, config.model_copy(update={"precision": precision}), features=features))
+        assert model.precomputed and model.propagated.dtype == getattr(torch, precision)
+        loss = model.calculate_loss(users, pos, neg)
+        loss.backward()
+        grads = [p.weight.grad for p in model.causal.project]
+        with torch.no_grad():
+            items = model.final_embeddings()[1]
+        return loss, grads, model.pop_epoch_stats(), items
+
+    (loss16, grads16, stats16, items16), (loss32, grads32, stats32, items32) = step("bfloat16"), step("float32")
+    assert loss16.dtype == items16.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads16)
+    assert loss16.item() == pytest.approx(loss32.item(), rel=1e-2) and loss16.item() != loss32.item()
+    for a, b in zip(grads16, grads32):
+        assert torch.linalg.norm(a - b) <= 2e-2 * torch.linalg.norm(b)
+    for key, value in stats32.items():
+        assert stats16[key] == pytest.approx(value, rel=2e-2)
+    assert torch.allclose(items16, items32, rtol=2e-2, atol=2e-3)
+
+
 def test_paper_scores_use_each_items_own_negative(base, data):
     model = neggen(base, data, PAPER)
     users = torch.arange(data.n_users)
@@ -460,6 +488,14 @@ def test_canonical_config_merges_only_identical_trainings():
     assert not {"content_bpr_weight", "learning_rate"} & set(PAPER.canonical().model_dump())
     assert "content_bpr_weight" not in shipped.model_copy(update={"content_bpr_weight": 0.0}).model_dump()
     assert "learning_rate" not in shipped.model_copy(update={"learning_rate": None}).model_dump()
+    assert "precision" not in shipped.model_dump()
+    # bfloat16 rows change the numerics, so they are a run of their own; where no rows are
+    # precomputed (the printed model, a fine-tuned base) the precision changes nothing.
+    bfloat16 = {"precision": "bfloat16"}
+    assert shipped.model_copy(update=bfloat16).canonical() != shipped
+    assert variant_config(shipped.model_copy(update=bfloat16), "neggen_paper").canonical() == PAPER.canonical()
+    finetuned = variant_config(shipped, "finetune")
+    assert variant_config(shipped.model_copy(update=bfloat16), "finetune").canonical() == finetuned.canonical()
     # τ without alignment and β of the printed objective change nothing.
     assert shipped.model_copy(update={"temperature": 0.9}).canonical() == shipped
     assert PAPER.model_copy(update={"counterfactual_weight": 7.0}).canonical() == PAPER.canonical()

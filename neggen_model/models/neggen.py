@@ -27,7 +27,10 @@ With the linear encoder TE is proportional to e_u·P(x_i - x_i*): the causal dif
 original and the generated attributes (eq. 16), projected (eq. 17). P starts at 0, so epoch 0 is
 the base model itself and a best epoch 0 means the content added nothing. Only P trains on the
 frozen base, with the stage's own Adam learning rate (1e-2; the paper's 1e-3 made every Beauty
-run dip at epoch 1 and climb for hundreds of epochs). Ranking uses real content only. w/o CF
+run dip at epoch 1 and climb for hundreds of epochs). Ranking uses real content only. With
+precision "bfloat16" the precomputed rows (LightGCN([0; X]), X and X - X*) are stored in bfloat16
+and multiplied by P cast to bfloat16; each product comes back as float32, so P, its gradient,
+Adam's state and every score stay float32. w/o CF
 drops the counterfactual term; w/o NEG draws x_i* from another item.
 
 **objective="paper" (the variant `neggen_paper`), as printed, on a frozen base:**
@@ -51,6 +54,7 @@ e_c. Here it is the two-way softmax cross-entropy between the positive and the n
 from __future__ import annotations
 
 import math
+import warnings
 from typing import get_args
 
 import numpy as np
@@ -124,6 +128,11 @@ class CausalModule(nn.Module):
         return self.mlp(m - m_star), self.mlp(m_star)  # eq. 16-18
 
 
+def _native_bfloat16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (elsewhere torch emulates it, slower than float32)."""
+    return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def _scaled(matrix: np.ndarray, scale: float) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32) / scale)
 
@@ -173,10 +182,7 @@ class NegGen(ScoringModel):
         # = LightGCN(ego) + λ LightGCN([0; X]) P, with X the item's tokens side by side and P the
         # P_k stacked. LightGCN([0; X]) is a constant, so a batch needs its own rows only, not a pass
         # over the graph, and eq. 12's effect needs P(X_i - X_i*) of its positives only (README).
-        self.precomputed = (
-            config.content_layer == "input" and config.encoder == "linear"
-            and not config.finetune_base and base.linear_propagation
-        )  # fmt: skip
+        self.precomputed = config.precomputable and base.linear_propagation
         if self.precomputed:
             with torch.no_grad():
                 original, negative = (
@@ -184,9 +190,13 @@ class NegGen(ScoringModel):
                     for side, mask in (("original", self.present), ("negative", self.negative_present))
                 )
                 users_x, items_x = base.propagate(original.new_zeros(base.n_users, original.shape[1]), original)
-            self.register_buffer("propagated", torch.cat([users_x, items_x]), persistent=False)
-            self.register_buffer("content_original", original, persistent=False)
-            self.register_buffer("content_difference", original - negative, persistent=False)
+            dtype = getattr(torch, config.precision)
+            if dtype == torch.bfloat16 and self.device.type == "cpu" and not _native_bfloat16_cpu():
+                warnings.warn("NegGen precision bfloat16 on a CPU without AVX512-BF16 or AMX is slower than "
+                              "float32 here: set the study's model precision to float32", stacklevel=2)  # fmt: skip
+            self.register_buffer("propagated", torch.cat([users_x, items_x]).to(dtype), persistent=False)
+            self.register_buffer("content_original", original.to(dtype), persistent=False)
+            self.register_buffer("content_difference", (original - negative).to(dtype), persistent=False)
             self.token_columns = np.cumsum([0] + [t.shape[1] for t in tokens.original])
         self._grad_sq: dict[str, Tensor] = {}  # this batch's per-item squared gradient norms
         self._grad_rows: Tensor | None = None  # which of those items count: the positives (None: all)
@@ -224,11 +234,15 @@ class NegGen(ScoringModel):
         """P = [P_1 ... P_K]: the linear encoder as one map of the side-by-side tokens."""
         return torch.cat([project.weight for project in self.causal.project], dim=1)
 
+    def _project(self, content: Tensor, projection: Tensor) -> Tensor:
+        """content P^T in the precomputed rows' dtype (bfloat16 or float32), returned as float32."""
+        return F.linear(content, projection.to(content.dtype)).float()
+
     def _graph_content(self, rows: Tensor | None = None) -> Tensor:
         """λ LightGCN([0; X])[rows] P: what the items' content adds to the final embeddings of
         `rows` (users first, then items; all when None). Only when self.precomputed."""
         propagated = self.propagated if rows is None else self.propagated.index_select(0, rows)
-        return self.config.score_weight * F.linear(propagated, self._stacked_projection())
+        return self.config.score_weight * self._project(propagated, self._stacked_projection())
 
     def _propagated_with_content(self) -> tuple[Tensor, Tensor]:
         """content_layer "input": LightGCN run on ego embeddings whose items carry λ e_c (real content)."""
@@ -317,7 +331,7 @@ class NegGen(ScoringModel):
         n_users, n_pairs = self.base.n_users, len(users)
         projection = self._stacked_projection()
         rows = torch.cat([users, pos_items + n_users, neg_items + n_users])
-        added = self.config.score_weight * F.linear(self.propagated.index_select(0, rows), projection)
+        added = self.config.score_weight * self._project(self.propagated.index_select(0, rows), projection)
         e_u = self.base_user[users] + added[:n_pairs]
         y_pos = (e_u * (self.base_item[pos_items] + added[n_pairs : 2 * n_pairs])).sum(1)
         y_neg = (e_u * (self.base_item[neg_items] + added[2 * n_pairs :])).sum(1)
@@ -330,11 +344,11 @@ class NegGen(ScoringModel):
                             present=self.negative_present[positives, k])
                 for k, modality in enumerate(self.token_modalities)
             ], dim=1)  # fmt: skip
-        effect = self._effect_weight() * (e_u * F.linear(difference, projection)[pair_of]).sum(1)
+        effect = self._effect_weight() * (e_u * self._project(difference, projection)[pair_of]).sum(1)
         content_margin = effect  # unused unless β_j > 0
         if self.config.content_bpr_weight:
             sampled = self.content_original.index_select(0, pos_items) - self.content_original.index_select(0, neg_items)
-            content_margin = self._effect_weight() * (e_u * F.linear(sampled, projection)).sum(1)
+            content_margin = self._effect_weight() * (e_u * self._project(sampled, projection)).sum(1)
         return self._ranking_loss(y_pos, y_neg, effect, content_margin)
 
     def recommendation_loss(self, e_u: Tensor, e_i: Tensor, e_c: Tensor, e_c_star: Tensor) -> Tensor:
@@ -357,7 +371,7 @@ class NegGen(ScoringModel):
 
         def record(grad: Tensor) -> None:
             # Tokens of one modality add up: the norm is over all of that modality's tokens.
-            sq = (grad.detach() * scale).square().sum(dim=1)
+            sq = (grad.detach().float() * scale).square().sum(dim=1)
             if present is not None:
                 sq = sq * present
             self._grad_sq[modality] = self._grad_sq.get(modality, 0) + sq
