@@ -37,7 +37,7 @@ from pipeline.encoders import (
     build_text_encoder,
 )
 from pipeline.llm.cache import DurableStore
-from pipeline.storage import DatasetStore
+from pipeline.storage import DatasetStore, file_digest
 
 TEXT_STAGE = "text_embeddings"
 IMAGE_STAGE = "image_embeddings"
@@ -86,14 +86,6 @@ def content_key(identity: str, digest: str) -> str:
 
 def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _SCHEMA = """

@@ -9,6 +9,7 @@ Layout under the home folder (`$NEGGEN_HOME`, default `./neggen_home`):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -67,3 +68,12 @@ class DatasetStore:
         if not self.root.exists():
             return {}
         return {p.stem: p for p in sorted(self.root.glob("*.parquet"))}
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
