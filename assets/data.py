@@ -14,6 +14,7 @@ from assets.partitions import dataset_partitions, dataset_of
 from pipeline.datastage import build_interactions, build_items, build_users
 from pipeline.duck import connect, create_stage_view, named_query
 from pipeline.resources import NeggenResource
+from pipeline.source_items import record_changes
 from pipeline.storage import DatasetStore
 
 
@@ -119,8 +120,10 @@ def interactions(context: dg.AssetExecutionContext, neggen: NeggenResource):
     )
 
 
-def _side_table_asset(name: str, build, check: str, description: str):
-    """`items` and `users`: one row per kept id, built from the source and `interactions`."""
+def _side_table_asset(name: str, build, check: str, description: str, record_source: bool = False):
+    """`items` and `users`: one row per kept id, built from the source and `interactions`.
+    `record_source`: also record the source's item digests (what the `source_items_changed`
+    sensor compares a source with) and say in the metadata what changed since the last record."""
 
     @dg.asset(
         name=name,
@@ -134,9 +137,15 @@ def _side_table_asset(name: str, build, check: str, description: str):
     def _asset(context: dg.AssetExecutionContext, neggen: NeggenResource):
         dataset_name = dataset_of(context)
         store = neggen.store(dataset_name)
-        frame = build(neggen.raw_source(dataset_name), store.read("interactions"))
+        raw = neggen.raw_source(dataset_name)
+        frame = build(raw, store.read("interactions"))
         yield from _validated(name, store.table_path(name), [_check_tables({name: frame}, name, check)])
         path = store.write(name, frame)
+        source = {}
+        if record_source:
+            changes = record_changes(store, raw, context.run.run_id)
+            context.log.info(f"{dataset_name}: source items since the last record: {changes}")
+            source = {f"source_items_{what}": n for what, n in changes.counts().items()}
         text = ("title", "brand", "categories", "description")
         filled = {f"with_{c}": int(frame[c].notna().sum()) for c in text if c in frame}
         images = frame["image_status"].value_counts().to_dict() if "image_status" in frame else {}
@@ -146,6 +155,7 @@ def _side_table_asset(name: str, build, check: str, description: str):
                 "rows": len(frame),
                 **filled,
                 **{f"images_{status}": int(n) for status, n in images.items()},
+                **source,
             }
         )
 
@@ -156,7 +166,8 @@ items = _side_table_asset(
     "items", build_items, "item_map_violations",
     "One row per item: ids, title, brand, categories, description, image path and status "
     "('ok', 'missing' when the file is absent, 'corrupt' when it does not decode as a picture, "
-    "'none' when the source has no images).",
+    "'none' when the source has no images). Also records the source's item digests in source_items.parquet.",
+    record_source=True,
 )
 users = _side_table_asset(
     "users", build_users, "user_map_violations",

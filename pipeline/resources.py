@@ -15,7 +15,8 @@ import dagster as dg
 from pipeline.config import DatasetConfig, NeggenConfig, load_config
 from pipeline.demo import write_demo_source
 from pipeline.lock import dataset_lock
-from pipeline.sources import RawSource, read_amazon2014, read_source
+from pipeline.source_items import read_dataset_source
+from pipeline.sources import RawSource
 from pipeline.storage import DatasetStore
 
 
@@ -60,7 +61,7 @@ class NeggenResource(dg.ConfigurableResource):
     def raw_source(self, name: str) -> RawSource:
         """Read a dataset's source files; the demo world is generated first (idempotently)."""
         dataset = self.dataset(name)
+        store = self.store(name)
         if dataset.format == "demo":
-            folder = write_demo_source(self.store(name).source_dir, dataset.demo)
-            return read_amazon2014(folder)
-        return read_source(dataset.format, dataset.path)
+            write_demo_source(store.source_dir, dataset.demo)
+        return read_dataset_source(dataset, store)
