@@ -48,7 +48,8 @@ def item_digests(items: pd.DataFrame) -> pd.DataFrame:
     for row in items.to_dict("records"):
         content = {c: _text(row.get(c)) for c in ITEM_TEXT_COLUMNS}
         # A picture by its bytes, never its path (moving the folder changes no item); none: its status.
-        content["picture"] = file_digest(row["image_path"]) if row.get("image_status") == "ok" else row.get("image_status")
+        status = row.get("image_status")
+        content["picture"] = file_digest(row["image_path"]) if status == "ok" else status
         digests.append(hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest())
     return pd.DataFrame({"item_source": items["item_source"].astype(str).tolist(), "digest": digests})
 

@@ -81,6 +81,15 @@ def retitle(source, asin: str, title: str) -> None:
     write_lines(source / META, lines)
 
 
+def demo_copy(tmp_path):
+    """A copy of a small demo source, registered as the `demo` dataset in Amazon 2014 format."""
+    world = write_demo_source(tmp_path / "demo", DemoConfig(n_users=40, n_items=20))
+    source = shutil.copytree(world, tmp_path / "copy")
+    config = tmp_path / "neggen.yaml"
+    config.write_text(CONFIG.format(source=source))
+    return source, NeggenResource(config_path=str(config))
+
+
 def tick(resource, cursor):
     """One evaluation of the sensor, as the daemon runs it."""
     with dg.build_sensor_context(cursor=cursor, resources={"neggen": resource}) as context:
@@ -89,9 +98,14 @@ def tick(resource, cursor):
 
 def launch(request, resource, instance):
     """The run the sensor requested, executed as the daemon would launch it."""
-    job = defs.resolve_job_def(request.job_name or "materialize_dataset")
+    job = defs.resolve_job_def(source_items_changed.job_name)
     return job.execute_in_process(partition_key=request.partition_key, tags=request.tags, instance=instance,
                                   resources={"neggen": resource})  # fmt: skip
+
+
+def answers_stored(store) -> int:
+    with GenerationCache(store.folder(CACHE_FOLDER)) as cache:
+        return len(cache)
 
 
 def sent_to_engine(result, store, asset) -> tuple[int, set[str]]:
@@ -103,10 +117,7 @@ def sent_to_engine(result, store, asset) -> tuple[int, set[str]]:
 
 
 def test_sensor_sends_exactly_the_new_and_changed_items_to_the_engines(neggen_home, tmp_path):
-    source = shutil.copytree(write_demo_source(tmp_path / "demo", DemoConfig(n_users=40, n_items=20)), tmp_path / "copy")
-    config = tmp_path / "neggen.yaml"
-    config.write_text(CONFIG.format(source=source))
-    resource = NeggenResource(config_path=str(config))
+    source, resource = demo_copy(tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     store = DatasetStore(neggen_home, "demo")
 
@@ -130,8 +141,7 @@ def test_sensor_sends_exactly_the_new_and_changed_items_to_the_engines(neggen_ho
     # Seen again before the run wrote its record: the same run key, so the daemon launches it once.
     assert tick(resource, quiet.cursor).run_requests[0].run_key == request.run_key
 
-    cache = GenerationCache(store.folder(CACHE_FOLDER))
-    stored_before = len(cache)
+    stored_before = answers_stored(store)
     base_runs = set((neggen_home / "demo" / "base_model").iterdir())
     result = launch(request, resource, instance)
     assert result.success
@@ -143,10 +153,10 @@ def test_sensor_sends_exactly_the_new_and_changed_items_to_the_engines(neggen_ho
         assert sent_to_engine(result, store, asset) == (10, set(added)), asset
         meta = result.asset_materializations_for_node(asset)[0].metadata
         assert meta["cache_hits"].value == 20 and meta["cache_misses"].value == 10
-    assert len(cache) - stored_before == 4 * 10  # what the engines answered, as the cache stored it
+    assert answers_stored(store) - stored_before == 4 * 10  # what the engines answered, as the cache stored it
     pictures = result.asset_materializations_for_node("image_embeddings")[0].metadata
     assert pictures["images_encoded"].value == 10 and pictures["cache_hits"].value == 20
-    # New interactions: LightGCN and NegGen are retrained (a new run folder), the report rebuilt.
+    # New interactions: LightGCN is retrained (a new run folder), NegGen and the report follow.
     assert len(set((neggen_home / "demo" / "base_model").iterdir()) - base_runs) == 1
     done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"interactions", "text_embeddings", "base_model", "neggen_model", "metrics", "report"} <= done
@@ -167,16 +177,12 @@ def test_sensor_sends_exactly_the_new_and_changed_items_to_the_engines(neggen_ho
     for asset in GENERATION[1:]:
         assert sent_to_engine(result, store, asset) == (2, {retitled, redrawn}), asset
     assert "Arkwell Travel Edition" in store.read("item_descriptions").text.str.cat()
-    cache.close()
 
 
 def test_a_source_being_rewritten_is_looked_at_again_at_the_next_tick(neggen_home, tmp_path):
     """A source that cannot be read (here: a truncated file, as while it is copied) launches
     nothing and keeps the cursor's old value, so the next tick reads it again."""
-    source = shutil.copytree(write_demo_source(tmp_path / "demo", DemoConfig(n_users=40, n_items=20)), tmp_path / "copy")
-    config = tmp_path / "neggen.yaml"
-    config.write_text(CONFIG.format(source=source))
-    resource = NeggenResource(config_path=str(config))
+    source, resource = demo_copy(tmp_path)
     assert dg.materialize(all_assets, partition_key="demo", selection="group:data", resources={"neggen": resource},
                           instance=dg.DagsterInstance.ephemeral()).success  # fmt: skip
     quiet = tick(resource, None)
