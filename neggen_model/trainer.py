@@ -15,6 +15,7 @@ killed and resumed ends bit for bit where an uninterrupted run ends (on the same
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,6 +146,8 @@ class Trainer:
         cfg = self.config
         device = torch.device(cfg.device)
         self.model.train()
+        for group in self.optimizer.param_groups:  # a function of the epoch alone, so a resumed run follows it too
+            group["lr"] = self._learning_rate(self._epoch)
         self.model.begin_epoch(self._model_rng)
         order = self._shuffle_rng.permutation(len(self._users))
         users, pos = self._users[order], self._items[order]
@@ -160,6 +163,13 @@ class Trainer:
             self.optimizer.step()
             total += loss.item() * len(u)
         return total / max(len(users), 1)
+
+    def _learning_rate(self, epoch: int) -> float:
+        """The rate of the epoch after `epoch` finished ones: constant, or cosine-decayed to 0 over decay_epochs."""
+        cfg = self.config
+        if cfg.decay_epochs is None:
+            return cfg.learning_rate
+        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.decay_epochs) / cfg.decay_epochs))
 
     def _observe(self, epoch: int, valid: dict[str, float]) -> None:
         metric = self.config.stop_metric

@@ -201,9 +201,11 @@ def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) ->
 
 def neggen_train_config(base: TrainConfig, config: NegGenConfig) -> TrainConfig:
     """The trainer's settings for NegGen on a base trained with `base`: the base's, on uniform
-    negatives, at the NegGen stage's own learning rate when it has one."""
+    negatives, at the NegGen stage's own learning rate when it has one, with its own schedule."""
     train = with_uniform_negatives(base)
-    return train if config.learning_rate is None else train.model_copy(update={"learning_rate": config.learning_rate})
+    if config.learning_rate is not None:
+        train = train.model_copy(update={"learning_rate": config.learning_rate})
+    return train.model_copy(update={"decay_epochs": config.decay_epochs})
 
 
 def _train_neggen(

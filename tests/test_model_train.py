@@ -66,10 +66,11 @@ def test_seeded_runs_are_bit_for_bit_identical(data):
     assert timeless(result_c.history) != timeless(result_a.history)
 
 
-def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("decay_epochs", [None, 6], ids=["constant", "cosine"])
+def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypatch, decay_epochs):
     # The best epoch comes early, so best weights, the patience count and the early stop itself
-    # all cross the interruption after epoch 3.
-    config = small_config(epochs=30, early_stop_patience=4, stop_metric="ndcg@10")
+    # all cross the interruption after epoch 3 (so does the decaying learning rate).
+    config = small_config(epochs=30, early_stop_patience=4, stop_metric="ndcg@10", decay_epochs=decay_epochs)
     model_full, result_full = train("lightgcn", data, config, tmp_path / "full")
     assert 4 < result_full.epochs_run < config.epochs
 
@@ -89,6 +90,22 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypa
         result_resumed.epochs_run,
     )
     assert len(list((tmp_path / "resumed").glob("state-*.safetensors"))) == 1
+
+
+def test_cosine_decay_runs_the_rate_down_to_zero(data):
+    """decay_epochs: a half cosine from learning_rate to 0, then 0, so the weights stop moving."""
+    config = small_config(decay_epochs=2)
+    trainer = Trainer(build_model("lightgcn", data, config), data, config, progress=False)
+    assert [trainer._learning_rate(epoch) for epoch in range(4)] == pytest.approx([5e-3, 2.5e-3, 0.0, 0.0])
+    weights = []
+    for _ in range(4):
+        trainer._train_epoch()
+        trainer._epoch += 1
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert all(torch.equal(weights[1][k], weights[3][k]) for k in weights[0])
+    # A constant rate stays out of the hashed dump: runs trained before the schedule keep their keys.
+    assert "decay_epochs" not in small_config().model_dump() and small_config(decay_epochs=2).model_dump()["decay_epochs"] == 2
 
 
 def test_finished_run_is_returned_not_retrained_and_best_model_loads(data, tmp_path):

@@ -485,7 +485,9 @@ def test_canonical_config_merges_only_identical_trainings():
     # Fields added later are left out of the hashed dump where they mean what the code did before
     # them (no β_j term, the base's learning rate): earlier runs, the printed model's too, keep their keys.
     assert {"content_bpr_weight", "learning_rate"} <= set(shipped.model_dump())
-    assert not {"content_bpr_weight", "learning_rate"} & set(PAPER.canonical().model_dump())
+    assert not {"content_bpr_weight", "learning_rate", "decay_epochs"} & set(PAPER.canonical().model_dump())
+    assert shipped.model_copy(update={"decay_epochs": 50}).model_dump()["decay_epochs"] == 50
+    assert "decay_epochs" not in shipped.model_dump()
     assert "content_bpr_weight" not in shipped.model_copy(update={"content_bpr_weight": 0.0}).model_dump()
     assert "learning_rate" not in shipped.model_copy(update={"learning_rate": None}).model_dump()
     assert "precision" not in shipped.model_dump()
@@ -499,3 +501,16 @@ def test_canonical_config_merges_only_identical_trainings():
     # τ without alignment and β of the printed objective change nothing.
     assert shipped.model_copy(update={"temperature": 0.9}).canonical() == shipped
     assert PAPER.model_copy(update={"counterfactual_weight": 7.0}).canonical() == PAPER.canonical()
+
+
+def test_the_stage_trains_with_its_own_rate_and_schedule():
+    """NegGen's learning rate and cosine schedule replace the base's; the printed model keeps the base's."""
+    from pipeline.study import neggen_train_config
+
+    base = TrainConfig(learning_rate=1e-3, decay_epochs=7)
+    shipped = neggen_train_config(base, NegGenConfig())
+    assert (shipped.learning_rate, shipped.decay_epochs) == (1e-2, None)
+    decayed = neggen_train_config(base, NegGenConfig(learning_rate=3e-2, decay_epochs=50))
+    assert (decayed.learning_rate, decayed.decay_epochs) == (3e-2, 50)
+    printed = neggen_train_config(base, PAPER)
+    assert (printed.learning_rate, printed.decay_epochs) == (1e-3, None)
