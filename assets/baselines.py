@@ -1,6 +1,7 @@
-"""Multi-modal baselines of the paper's Table 2 (VBPR, FREEDOM, ...): per dataset, each configured
-baseline's grid searched at the first seed on validation Recall@20, the chosen setting trained at
-every seed and tested once (pipeline/baselines.py). Its rows join the `metrics` table."""
+"""The baselines of the paper's Table 2 (IRGAN, LightGCN with DNS(M,N) / MixGCF / DENS / AHNS, VBPR,
+FREEDOM, ...): per dataset, each configured baseline's grid searched at the first seed on validation
+Recall@20, the chosen setting trained at every seed and tested once (pipeline/baselines.py). Its rows
+join the `metrics` table."""
 
 import sys
 import time
@@ -18,9 +19,12 @@ from pipeline.resources import NeggenResource
     group_name="model",
     kinds={"pytorch", "safetensors", "parquet"},
     deps=["interactions", "text_embeddings", "image_embeddings"],
-    description="The multi-modal baselines configured under `baselines:` (default VBPR and FREEDOM) on "
-    "the item content of the embedding stores (text: mean of the item's field vectors; visual: picture "
-    "features), each model's small grid searched at the first seed on validation Recall@20 only, the "
+    description="The Table 2 baselines configured under `baselines:` (default VBPR and FREEDOM): the "
+    "multi-modal ones on the item content of the embedding stores (text: mean of the item's field vectors; "
+    "visual: picture features; skipped, with the reason, on a dataset without content), IRGAN, and LightGCN "
+    "trained with a hard negative sampler (lightgcn_dns, lightgcn_mixgcf, lightgcn_dens, lightgcn_ahns; "
+    "params: the sampler's), which read no content. Each baseline's small grid searched at the first seed "
+    "on validation Recall@20 only, the "
     "chosen setting trained at every seed to early stopping and tested once. Writes "
     f"`{METRICS_TABLE}` (metric rows, joined into `metrics`) and `{GRID_TABLE}` (every grid run); "
     "runs in baselines/<model>-<key>/, reused or resumed by key.",

@@ -25,6 +25,8 @@ _METRIC_RE = re.compile(r"^(recall|ndcg)@(\d+)$")
 
 
 class _SamplerConfig(BaseModel):
+    # Each strategy defaults to its own name, so a config class alone validates that strategy's
+    # parameters (the `baselines` stage's lightgcn_<strategy> params); TrainConfig still needs the name.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -40,7 +42,7 @@ class DNSConfig(_SamplerConfig):
     (M = 32, N = 1), the candidate count every hard strategy there uses; Shi et al.'s example command
     for Gowalla is M = 200, N = 2 (about 3x the cost of M = 32 here, see bench/samplers_speed.py)."""
 
-    strategy: Literal["dns"]
+    strategy: Literal["dns"] = "dns"
     candidates: int = Field(32, gt=0, description="M: uniform candidates per positive.")
     hardest: int = Field(1, gt=0, description="N: the highest-scored candidates that enter the loss.")
 
@@ -56,7 +58,7 @@ class MixGCFConfig(_SamplerConfig):
     user, mixed with the positive's same layer (positive mixing), the layers pooled into one synthetic
     negative (hop mixing). Default M = 16: the authors' command for their Amazon data."""
 
-    strategy: Literal["mixgcf"]
+    strategy: Literal["mixgcf"] = "mixgcf"
     candidates: int = Field(16, gt=0, description="M: uniform candidates per positive.")
 
 
@@ -64,7 +66,7 @@ class DENSConfig(_SamplerConfig):
     """DENS (Lai et al., WSDM 2023): gates split items into factors relevant and irrelevant to the user's
     positive; the negative keeps irrelevant factors close and relevant ones far. Defaults: the authors' code."""
 
-    strategy: Literal["dens"]
+    strategy: Literal["dens"] = "dens"
     candidates: int = Field(6, gt=0, description="M: uniform candidates per positive.")
     gate_weight: float = Field(0.3, ge=0.0, description="γ: weight of the four contrastive gating losses.")
     warmup_epochs: float = Field(
@@ -76,7 +78,7 @@ class AHNSConfig(_SamplerConfig):
     """AHNS (Lai et al., AAAI 2024): the candidate whose score is closest to β (s(u, i+) + α)^(p+1), so a
     better-scored positive gets an easier negative (p < -1). Defaults: the authors' command for Amazon."""
 
-    strategy: Literal["ahns"]
+    strategy: Literal["ahns"] = "ahns"
     candidates: int = Field(32, gt=0, description="M: uniform candidates per positive.")
     alpha: float = Field(1.0, description="α: shift of the positive score.")
     beta: float = Field(0.1, gt=0.0, description="β: scale of the target negative score.")

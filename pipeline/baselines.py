@@ -1,10 +1,13 @@
-"""The baselines stage: per dataset, each configured baseline (VBPR, FREEDOM, ..., IRGAN)
-with its small hyper-parameter grid searched at the first seed on validation Recall@20 only, then
-the chosen setting trained at every seed and tested once at its best validation epoch.
+"""The baselines stage: per dataset, each configured baseline of Table 2 (IRGAN, LightGCN with a hard
+negative sampler such as lightgcn_dns, VBPR, FREEDOM, ...) with its small hyper-parameter grid searched
+at the first seed on validation Recall@20 only, then the chosen setting trained at every seed and
+tested once at its best validation epoch. A dataset without item content runs the baselines that read
+none (IRGAN, the samplers) and skips the content models with the reason.
 
 Each run is an ordinary resumable Trainer run in `baselines/<model>-<key>/`, the key hashing the
-model, its params, the training config, the training graph and the item content (IRGAN: its
-pre-training run instead), so a re-materialization reuses finished runs and resumes an interrupted one.
+model, its params, the training config (the sampler's included), the training graph and the item
+content (IRGAN: its pre-training run instead), so a re-materialization reuses finished runs and resumes
+an interrupted one.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from neggen_model.checkpoint import MODEL_META, load_model
 from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent, pool_item_content
 from neggen_model.data import InteractionData
-from neggen_model.models import BASELINES, CONTENT_MODELS, build_model
+from neggen_model.models import BASELINES, CONTENT_MODELS, SAMPLER_BASELINES, build_model
 from neggen_model.models.irgan import IRGANParams
 from neggen_model.trainer import Trainer, TrainResult
 from pipeline.config import BaselinesConfig
 from pipeline.lock import dataset_lock
 from pipeline.storage import DatasetStore
-from pipeline.study import load_item_features, stage_inputs
+from pipeline.encoding import TEXT_STAGE
+from pipeline.study import load_item_features, stage_data, stage_inputs
 from pipeline.training import (
     BASELINES_METRICS,
     TrainedRun,
@@ -36,7 +40,6 @@ from pipeline.training import (
     run_columns,
     run_key,
     train_run,
-    with_uniform_negatives,
 )
 from pipeline.workers import run_all
 
@@ -92,17 +95,26 @@ def irgan_pretraining(
         return train_run(store, STAGE, "bpr", config, data, progress)
 
 
+def dataset_content(store: DatasetStore) -> ItemContent | None:
+    """The dataset's item content, or None when it has no embedding stores (Baby here: interactions only)."""
+    if not store.table_path(TEXT_STAGE).exists():
+        return None
+    return pool_item_content(stage_inputs(store)[1])
+
+
 def train_baseline(
     store: DatasetStore, model: str, params: dict, train_config: TrainConfig, progress: bool = False
 ) -> BaselineRun:
     """Train (or resume, or reuse) one baseline run in its keyed folder."""
-    data, features, _ = stage_inputs(store)
-    train_config = with_uniform_negatives(train_config)
+    data = stage_data(store)
+    train_config = train_config.model_copy(update={"negative_sampler": BASELINES[model].negative_sampler(params)})
     inputs = {"model": model, "params": params, "train": train_config.model_dump(mode="json"), "graph": data.train_fingerprint()}
     if model in CONTENT_MODELS:
-        content = pool_item_content(features)
+        content = pool_item_content(stage_inputs(store)[1])
         inputs["content"] = content.fingerprint()
         instance = build_model(model, data, train_config, content, params)
+    elif model in SAMPLER_BASELINES:  # the sampler is in train_config, so in the key
+        instance = build_model(SAMPLER_BASELINES[model].model, data, train_config)
     else:  # IRGAN: no content; it starts from its pre-training run, which the key names
         pretraining = irgan_pretraining(store, BASELINES[model].parse_params(params), train_config, data, progress)
         pretrained = None if pretraining is None else load_model(pretraining.run_dir, data, train_config.device)[0]
@@ -128,9 +140,11 @@ def run_baselines(
 ) -> BaselinesResult:
     """Grid at the first seed, chosen setting at every seed, `config.workers` runs at a time
     (pipeline/workers.py); writes METRICS_TABLE and GRID_TABLE."""
-    _, features, _ = stage_inputs(store)
-    content = pool_item_content(features)
-    log(f"item content: {', '.join(f'{m} {v.shape[1]}-d' for m, v in content.matrices().items())}")
+    content = dataset_content(store)
+    if content is None:
+        log(f"item content: none ({TEXT_STAGE} not materialized)")
+    else:
+        log(f"item content: {', '.join(f'{m} {v.shape[1]}-d' for m, v in content.matrices().items())}")
     progress = progress and config.workers == 1  # epoch bars of several processes would interleave
     metrics, grid_rows, chosen, skipped = [], [], {}, {}
     first, *others = config.seeds

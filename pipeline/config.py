@@ -111,7 +111,8 @@ class StudyConfig(BaseModel):
 
 
 class BaselinesConfig(BaseModel):
-    """Which baselines (the multi-modal ones, IRGAN) the `baselines` asset trains on a dataset, and their grids."""
+    """Which baselines (IRGAN, LightGCN with a hard negative sampler, the multi-modal ones) the `baselines`
+    asset trains on a dataset, and their grids."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -127,7 +128,8 @@ class BaselinesConfig(BaseModel):
         "own grid ({} = no search: the defaults and `params`).",
     )
     params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per model, params fixed for every run (e.g. freedom: {knn_k: 10})."
+        default_factory=dict,
+        description="Per model, params fixed for every run (e.g. freedom: {knn_k: 10}; lightgcn_dns: {candidates: 64}).",
     )
     workers: Workers = 2
 

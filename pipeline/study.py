@@ -175,6 +175,16 @@ def _finished_at(run_dir) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def stage_data(store: DatasetStore) -> InteractionData:
+    """The interactions alone (runs that read no item content), read once per process and table state."""
+    return _read_interactions(store.home, store.dataset, store.table_path("interactions").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_interactions(home: Path, dataset: str, _state: int) -> InteractionData:
+    return load_interaction_data(DatasetStore(home, dataset))
+
+
 def stage_inputs(store: DatasetStore) -> tuple[InteractionData, ItemFeatures, str]:
     """The interactions, item features and their fingerprint, read once per process and table state."""
     paths = [store.table_path(t) for t in ("interactions", TEXT_STAGE, IMAGE_STAGE)]
@@ -184,7 +194,7 @@ def stage_inputs(store: DatasetStore) -> tuple[InteractionData, ItemFeatures, st
 @functools.lru_cache(maxsize=1)
 def _read_stage_inputs(home: Path, dataset: str, _state: tuple[int, ...]) -> tuple[InteractionData, ItemFeatures, str]:
     store = DatasetStore(home, dataset)
-    data = load_interaction_data(store)
+    data = stage_data(store)
     features = load_item_features(store, data.n_items)
     return data, features, features_fingerprint(features)
 

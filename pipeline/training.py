@@ -86,9 +86,9 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def with_uniform_negatives(config: TrainConfig) -> TrainConfig:
-    """config for a model other than LightGCN / BPR (NegGen on its base, the content baselines):
-    the hard negative strategies score candidates through a recommender's layers, so these train
-    on uniform negatives whatever `train.negative_sampler` says (it chooses the base's)."""
+    """config for NegGen on its base: the hard negative strategies score candidates through a
+    recommender's layers, so NegGen trains on uniform negatives whatever `train.negative_sampler`
+    says (it chooses the base's). The baselines stage takes each baseline's own (Baseline.negative_sampler)."""
     return config.model_copy(update={"negative_sampler": UniformSamplerConfig()})
 
 

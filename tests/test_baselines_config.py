@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neggen_model.models import FREEDOM
+from neggen_model.config import AHNSConfig, DNSConfig, UniformSamplerConfig
+from neggen_model.models import BASELINES, FREEDOM
 from pipeline.baselines import grid_points
 from pipeline.config import BaselinesConfig, ConfigError, load_config
 
@@ -47,6 +48,12 @@ def test_per_dataset_overrides_merge_and_fix_params(tmp_path):
         ("{grid: {dragon: {reg_weight: [-1]}}}", "grid.dragon.reg_weight: -1 is invalid"),
         ("{params: {diffmm: {contrast: both}}}", "params.diffmm: diffmm params: contrast: Input should be 'modalities' or 'main'"),
         ("{params: {diffmm: {noise_min: 0.5, noise_max: 0.1}}}", "diffmm params: noise_max: Value error, 0.1 is below noise_min 0.5"),
+        ("{params: {lightgcn_dns: {candidates: 0}}}", "params.lightgcn_dns: lightgcn_dns params: candidates: Input should be greater than 0"),
+        ("{params: {lightgcn_dns: {candidates: 4, hardest: 5}}}", "params.lightgcn_dns: lightgcn_dns params: Value error, hardest (N = 5) must not exceed candidates (M = 4)"),
+        ("{params: {lightgcn_ahns: {betta: 0.5}}}", "params.lightgcn_ahns.betta: unknown parameter; lightgcn_ahns has ['alpha', 'beta'"),
+        ("{params: {lightgcn_mixgcf: {strategy: dns}}}", "params.lightgcn_mixgcf: lightgcn_mixgcf params: strategy: Input should be 'mixgcf'"),
+        ("{grid: {lightgcn_dens: {gate_weight: [0.1, -1]}}}", "grid.lightgcn_dens.gate_weight: -1 is invalid (lightgcn_dens params: gate_weight"),
+        ("{models: [lightgcn_uniform]}", "unknown baselines ['lightgcn_uniform']"),
         ("{seeds: [1, 1]}", "datasets.demo.baselines.seeds"),
         ("{modells: [vbpr]}", "datasets.demo.baselines.modells: Extra inputs are not permitted"),
     ],
@@ -61,3 +68,14 @@ def test_invalid_baselines_config_names_the_key(tmp_path, block, needle):
 def test_global_block_is_validated_when_the_file_is_read(tmp_path):
     with pytest.raises(ConfigError, match="baselines.models"):
         write(tmp_path, "baselines: {models: [nope]}\n")
+
+
+def test_sampler_baselines_take_the_samplers_params_and_grid(tmp_path):
+    """lightgcn_<strategy>'s params are that sampler's config; a grid searches them like any baseline's."""
+    config = write(tmp_path, "baselines: {models: [lightgcn_dns, lightgcn_ahns], params: {lightgcn_dns: {candidates: 64}},"
+                             " grid: {lightgcn_dns: {hardest: [1, 2]}}}\n").baselines_config("demo")
+    assert grid_points("lightgcn_dns", config) == [DNSConfig(candidates=64, hardest=n).model_dump(mode="json") for n in (1, 2)]
+    assert grid_points("lightgcn_ahns", config) == [AHNSConfig().model_dump(mode="json")]
+    assert BASELINES["lightgcn_dns"].negative_sampler(grid_points("lightgcn_dns", config)[1]) == DNSConfig(candidates=64, hardest=2)
+    # The content models and IRGAN train on uniform negatives, whatever `train.negative_sampler` says.
+    assert BASELINES["irgan"].negative_sampler() == BASELINES["vbpr"].negative_sampler() == UniformSamplerConfig()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from neggen_model.config import TrainConfig
+from neggen_model.config import NegativeSamplerConfig, TrainConfig, UniformSamplerConfig
 from neggen_model.data import InteractionData
 
 if TYPE_CHECKING:
@@ -92,21 +92,20 @@ class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BaselineModel(ScoringModel):
-    """A model of the `baselines` stage (the multi-modal ones, IRGAN): typed hyper-parameters of
-    its own (`Params`) and the small grid the stage searches on validation Recall@20."""
+class Baseline:
+    """What the `baselines` stage knows of a Table 2 baseline: its typed hyper-parameters (`Params`),
+    the small grid it searches on validation Recall@20, whether the dataset's content lets it run,
+    and the negatives it trains on. Models of their own (BaselineModel) and LightGCN trained with a
+    hard negative sampler (samplers.py in this package) are both Baselines."""
 
-    Params: ClassVar[type[ModelParams]]
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
     #: param -> values searched by the baselines runner ({}: the defaults only).
     grid: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
-    def __init__(self, params: Any = None):
-        super().__init__()
-        self.params = self.parse_params(params)
-
     @classmethod
-    def parse_params(cls, params: Any = None) -> ModelParams:
-        """params as the model's typed Params (None: the defaults); errors name the model and key."""
+    def parse_params(cls, params: Any = None) -> BaseModel:
+        """params as the baseline's typed Params (None: the defaults); errors name the baseline and key."""
         if params is None:
             return cls.Params()
         if isinstance(params, cls.Params):
@@ -114,13 +113,29 @@ class BaselineModel(ScoringModel):
         try:
             return cls.Params.model_validate(dict(params))
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in err.errors())
+            # A model-level check (DNS's N <= M) has no loc: its message names the keys itself.
+            problems = "; ".join(": ".join(filter(None, (".".join(map(str, p["loc"])), p["msg"]))) for p in err.errors())
             raise ValueError(f"{cls.name} params: {problems}") from None
 
     @classmethod
-    def skip_reason(cls, content: ItemContent) -> str | None:
-        """Why the model cannot run on this dataset's item content (None when it can)."""
+    def skip_reason(cls, content: ItemContent | None) -> str | None:
+        """Why the baseline cannot run on this dataset's item content (None when it can; content is
+        None for a dataset without any)."""
         return None
+
+    @classmethod
+    def negative_sampler(cls, params: Any = None) -> NegativeSamplerConfig:
+        """The trainer's negatives for a run with these params. Default: uniform, because the hard
+        strategies score candidates through a recommender's layers (LightGCN, BPR)."""
+        return UniformSamplerConfig()
+
+
+class BaselineModel(ScoringModel, Baseline):
+    """A baseline that is a model of its own (the multi-modal ones, IRGAN), built with its params."""
+
+    def __init__(self, params: Any = None):
+        super().__init__()
+        self.params = self.parse_params(params)
 
     @property
     def device(self) -> torch.device:

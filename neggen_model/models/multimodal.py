@@ -42,7 +42,9 @@ class ContentModel(BaselineModel):
         self.embedding_size = config.embedding_size
 
     @classmethod
-    def skip_reason(cls, content: ItemContent) -> str | None:
+    def skip_reason(cls, content: ItemContent | None) -> str | None:
+        if content is None:
+            return f"{cls.name} reads item content; the dataset has none (no text or picture features)"
         lacking = [m for m in cls.requires if m not in content.modalities]
         return f"{cls.name} needs {'/'.join(lacking)} features, the dataset has {list(content.modalities)}" if lacking else None
 
