@@ -31,8 +31,10 @@ def _inline_png(path: Path) -> str:
     kinds={"parquet", "matplotlib"},
     deps=[METRICS_STAGE],
     description="The paper's Tables 2, 4, 5 and the §2.1 comparison (test split, mmrec mode, mean ± std "
-    "over seeds, paired t-test against the best other model) and Figures 3, 6, 7, as report/report.md "
-    "with PNGs, and every number in report_tables.parquet. Variants not yet trained are left out, with a note.",
+    "over seeds; Table 2: NegGen's paired t-test against the best other model and against every other row) "
+    "and Figures 3, 6 (a point per source of negatives: uniform, each hard sampler, NegGen's), 7, as "
+    "report/report.md with PNGs, and every number (Fig. 6's too) in report_tables.parquet. Variants not "
+    "yet trained are left out, with a note.",
 )
 def report(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
     dataset = dataset_of(context)

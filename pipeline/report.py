@@ -24,6 +24,7 @@ from scipy import stats
 
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS
 from neggen_model.models.neggen import GRADIENT_COLUMNS
+from neggen_model.models.sampler_baselines import SAMPLER_BASELINES
 
 METRICS_COLUMNS = (
     "model", "study", "seed", "split", "mode", "metric", "k", "value", "best_epoch", *SWEPT_PARAMETERS,
@@ -33,7 +34,12 @@ HISTORY_COLUMNS = ("model", "study", "seed", "epoch", *GRADIENT_COLUMNS.values()
 NEGGEN = "neggen"
 # Every model key the NegGen stage writes; any other model is a baseline of Table 2.
 NEGGEN_VARIANTS = tuple(VARIANTS)
-BASELINE_LABELS = {"bprmf": "BPR", "lightgcn": "LightGCN"}
+# The baselines in the paper's Table 2 order with its names; the negative-sampling ones are LightGCN
+# trained with that sampler (the paper trains them on LightGCN).
+BASELINE_LABELS = {"bprmf": "BPR", "lightgcn": "LightGCN", "irgan": "IRGAN", "lightgcn_mixgcf": "MixGCF",
+                   "lightgcn_dens": "DENS", "lightgcn_dns": "DNS(M,N)", "lightgcn_ahns": "AHNS", "vbpr": "VBPR",
+                   "mmgcn": "MMGCN", "bm3": "BM3", "freedom": "FREEDOM", "dragon": "DRAGON", "diffmm": "DiffMM",
+                   "lgmrec": "LGMRec"}
 # (metric key in report_tables, metric, k, column header), in the paper's column order.
 COLUMNS = (("recall@10", "recall", 10, "R@10"), ("recall@20", "recall", 20, "R@20"),
            ("ndcg@10", "ndcg", 10, "N@10"), ("ndcg@20", "ndcg", 20, "N@20"))
@@ -41,9 +47,13 @@ MODE_MEANING = {
     "mmrec": "full ranking over all items with each user's training items excluded (MMRec's protocol, comparable with the paper)",
     "strict": "full ranking over all items with each user's training and validation items excluded",
 }
-# Fig. 6 compares negative sources without the causal module, as the paper does (§4.4).
-FIG6_SOURCES = (("lightgcn", "uniform (LightGCN)"), ("wo_both", "uniform"),
-                ("wo_cf", "generated"), ("direct_wo_cf", "direct"))
+# Fig. 6 compares sources of negatives on LightGCN: uniform, each hard sampler, and NegGen without its
+# causal module (as the paper does, §4.4). IRGAN is left out: its recommender is a matrix factorisation
+# and its epochs follow a BPR-MF pre-training, so neither its base nor its convergence epoch compares.
+FIG6_SOURCES = (("lightgcn", "uniform (LightGCN)"), *((m, BASELINE_LABELS[m]) for m in SAMPLER_BASELINES),
+                ("wo_both", "uniform (NegGen w/o both)"), ("wo_cf", "generated (NegGen w/o CF)"),
+                ("direct_wo_cf", "direct (NegGen w/o CF)"))
+FIG6_METRICS = (("best_epoch", "convergence_epoch"), ("value", "ndcg@20"))  # (metrics column, report_tables metric)
 # (column, axis label, log x-axis) of Fig. 7's panels.
 FIG7_PARAMETERS = (("score_weight", "λ (score weight)", False),
                    ("counterfactual_weight", "β (counterfactual weight)", False),
@@ -107,7 +117,10 @@ def build_report(
         frames.append(table)
         sections.append(_table_markdown(spec, table, mode))
 
-    drawings = {"fig6": _figure_convergence(main, mode), "fig7": _figure_sensitivity(main, test, mode),
+    convergence = convergence_points(main, mode)
+    if isinstance(convergence, pd.DataFrame):
+        frames.append(convergence)
+    drawings = {"fig6": _figure_convergence(convergence, main, mode), "fig7": _figure_sensitivity(main, test, mode),
                 "fig3": _figure_gradients(history)}
     figures, figure_sections = {}, []
     for name, drawing in drawings.items():
@@ -161,11 +174,12 @@ def table_specs(models: set[str]) -> list[TableSpec]:
     baselines += sorted(m for m in models if m not in NEGGEN_VARIANTS and m not in BASELINE_LABELS)
     return [
         TableSpec("table2", "Table 2: overall performance",
-                  "NegGen against the baselines (LightGCN is its base recommender) and against NegGen as printed "
+                  "NegGen against the baselines (LightGCN is its base recommender; MixGCF, DENS, DNS(M,N) and AHNS "
+                  "are LightGCN trained with that negative sampler) and against NegGen as printed "
                   "(eq. 19 on a frozen base: NegGen (paper)). ΔImprov. is NegGen's relative gain over the best "
                   "other model of each column; "
                   "p-val is a paired t-test (scipy ttest_rel) of NegGen against that model over the seeds both ran, "
-                  "n = number of paired seeds (n/a below 2).",
+                  "n = number of paired seeds (n/a below 2). The table after it gives both against every other row.",
                   tuple((m, BASELINE_LABELS.get(m, m)) for m in baselines)
                   + (("neggen_paper", "NegGen (paper)"), (NEGGEN, "NegGen")),
                   min_rows=1, compare=True),
@@ -191,8 +205,10 @@ def table_specs(models: set[str]) -> list[TableSpec]:
 
 
 def summarize(main: pd.DataFrame, spec: TableSpec, present: list[tuple[str, str]], mode: str) -> pd.DataFrame:
-    """One row per (table row, metric): mean, sample std, seed count; on NegGen's rows of a
-    comparing table also the best other model, the relative improvement and the paired p-value."""
+    """One row per (table row, metric): mean, sample std, seed count. In a comparing table NegGen's
+    row also holds the best other model (compared_to), NegGen's relative improvement over it and the
+    paired p-value; every other row holds NegGen's improvement over it and p-value against it, with
+    compared_to "neggen" (improvement and p-value are always NegGen's, against the pair's other model)."""
     rows = []
     for key, metric, k, _ in COLUMNS:
         values = _metric_rows(main, metric, k)
@@ -205,6 +221,8 @@ def summarize(main: pd.DataFrame, spec: TableSpec, present: list[tuple[str, str]
                    "compared_to": None, "improvement": np.nan, "p_value": np.nan, "n_pairs": 0}
             if model == NEGGEN and best_other is not None:
                 row.update(_compare(seeds, by_model[best_other]), compared_to=best_other)
+            elif spec.compare and NEGGEN in by_model and model != NEGGEN:
+                row.update(_compare(by_model[NEGGEN], seeds), compared_to=NEGGEN)
             rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -234,7 +252,7 @@ def _table_markdown(spec: TableSpec, table: pd.DataFrame, mode: str) -> str:
         row = table[table.row == label].set_index("metric")
         formatted = [marks[key][label].format(_mean_std(row.at[key, "mean"], row.at[key, "std"])) for key, *_ in COLUMNS]
         lines.append(f"| {label} | {seeds[label]} | " + " | ".join(formatted) + " |")
-    compared = table[table.compared_to.notna()].set_index("metric")
+    compared = table[(table.model == NEGGEN) & table.compared_to.notna()].set_index("metric")
     if not compared.empty:
         lines.append("| ΔImprov. | | " + " | ".join(f"{compared.at[key, 'improvement']:+.2%}" for key, *_ in COLUMNS) + " |")
         lines.append("| p-val | | " + " | ".join(
@@ -243,6 +261,14 @@ def _table_markdown(spec: TableSpec, table: pd.DataFrame, mode: str) -> str:
         against = [names[compared.at[key, "compared_to"]] for key, *_ in COLUMNS]
         versus = against[0] if len(set(against)) == 1 else ", ".join(f"{h}: {a}" for h, a in zip(headers, against))
         lines.append(f"\nΔImprov. and p-val: NegGen against {versus}.")
+        lines += ["", "NegGen against each other row: ΔImprov. (p-val, n paired seeds).", "",
+                  "| NegGen vs | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+        for label in labels:
+            row = table[(table.row == label) & (table.compared_to == NEGGEN)].set_index("metric")
+            if not row.empty:
+                lines.append(f"| vs {label} | " + " | ".join(
+                    f"{row.at[key, 'improvement']:+.2%} ({_p_value(row.at[key, 'p_value'])}, n={row.at[key, 'n_pairs']})"
+                    for key, *_ in COLUMNS) + " |")
     elif spec.compare:
         lines.append("\nΔImprov. and p-val need NegGen and another model in this table.")
     return "\n".join(lines) + "\n"
@@ -270,27 +296,50 @@ def _errorbar_spread(values: pd.Series) -> float:
     return 0.0 if len(values) < 2 else float(values.std(ddof=1))
 
 
-def _figure_convergence(main: pd.DataFrame, mode: str) -> Drawing | str:
-    """Fig. 6: convergence epoch against test NDCG@20 per negative source."""
+def convergence_points(main: pd.DataFrame, mode: str) -> pd.DataFrame | str:
+    """Fig. 6's numbers, as report_tables rows (table "fig6"): per source of negatives present, the
+    mean ± std over seeds of its convergence epoch (best validation epoch) and of its test NDCG@20; or
+    why the figure is left out."""
     ndcg = _metric_rows(main, "ndcg", 20)
     present = [(m, label) for m, label in FIG6_SOURCES if m in set(ndcg.model)]
     if len(present) < 2:
         return (f"Fig. 6 omitted: it needs at least 2 of {', '.join(m for m, _ in FIG6_SOURCES)}; "
                 f"present: {', '.join(m for m, _ in present) or 'none'}.")
-    figure = Figure(figsize=(6, 4.5), dpi=100)
-    axes = figure.add_subplot()
+    rows = []
     for model, label in present:
         runs = ndcg[ndcg.model == model]
-        axes.errorbar(runs.best_epoch.mean(), runs.value.mean(), xerr=_errorbar_spread(runs.best_epoch),
-                      yerr=_errorbar_spread(runs.value), fmt="o", capsize=4, label=f"{label} (n={len(runs)})")
+        for column, metric in FIG6_METRICS:
+            rows.append({"table": "fig6", "row": label, "model": model, "metric": metric, "mode": mode,
+                         "mean": runs[column].mean(), "std": _errorbar_spread(runs[column]), "n": len(runs),
+                         "compared_to": None, "improvement": np.nan, "p_value": np.nan, "n_pairs": 0})
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _figure_convergence(points: pd.DataFrame | str, main: pd.DataFrame, mode: str) -> Drawing | str:
+    """Fig. 6: convergence epoch against test NDCG@20 per source of negatives (convergence_points)."""
+    if isinstance(points, str):
+        return points
+    figure = Figure(figsize=(7, 5), dpi=100)
+    axes = figure.add_subplot()
+    # Up to eight points: a marker each, so they stay apart in print without colour.
+    markers = "osD^vP*X"
+    for index, (label, point) in enumerate(points.groupby("row", sort=False)):
+        at = point.set_index("metric")
+        axes.errorbar(at.at["convergence_epoch", "mean"], at.at["ndcg@20", "mean"],
+                      xerr=at.at["convergence_epoch", "std"], yerr=at.at["ndcg@20", "std"],
+                      fmt=markers[index % len(markers)], markersize=7, capsize=4, label=f"{label} (n={at.at['ndcg@20', 'n']})")
     axes.set_xlabel("convergence epoch (best validation epoch)")
     axes.set_ylabel(f"test NDCG@20 ({mode})")
-    axes.legend()
+    axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    return Drawing(figure, "Fig. 6: negative quality (convergence epoch vs NDCG@20)",
-            "One point per source of negatives, LightGCN base, NegGen without its causal module (as in §4.4); "
-            "error bars are one std over seeds. Up and to the left is better: higher NDCG@20 reached in fewer epochs.")
+    reading = ("One point per source of negatives, all on LightGCN: uniform negatives, each hard negative sampler of "
+               "Table 2 present, and NegGen without its causal module (as in §4.4); error bars are one std over seeds. "
+               "Up and to the left is better: higher NDCG@20 reached in fewer epochs.")
+    if "irgan" in set(main.model):
+        reading += (" IRGAN is not shown: its recommender is a matrix factorisation whose epochs follow a BPR-MF "
+                    "pre-training, so neither compares.")
+    return Drawing(figure, "Fig. 6: negative quality (convergence epoch vs NDCG@20)", reading)
 
 
 def _figure_sensitivity(main: pd.DataFrame, test: pd.DataFrame, mode: str) -> Drawing | str:
