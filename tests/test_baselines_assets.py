@@ -1,11 +1,18 @@
 """The baselines asset through Dagster on a small demo world: grid at the first seed, the chosen
-setting over seeds, rows in `metrics`, runs reused on a re-materialization."""
+setting over seeds, rows in `metrics`, runs reused on a re-materialization. And on a dataset without
+item content (interactions only, as Baby here): IRGAN and the negative-sampling baselines run, the
+content models are skipped with the reason, and their rows reach `metrics` and the report."""
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 
+from neggen_model.synthetic import clustered_interactions
+from neggen_model.trainer import STATE_JSON
 from pipeline.definitions import all_assets
+from pipeline.duck import read_only_stage_connection, run_read_only
 from pipeline.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
@@ -23,9 +30,9 @@ STAGES = ["interactions", "items", "users", "item_descriptions", "masked_descrip
           "direct_negatives", "text_embeddings", "image_embeddings", "baselines", "metrics"]  # fmt: skip
 
 
-def materialize(config_path, selection):
+def materialize(config_path, selection, dataset="demo"):
     return dg.materialize(
-        all_assets, partition_key="demo", selection=selection,
+        all_assets, partition_key=dataset, selection=selection,
         resources={"neggen": NeggenResource(config_path=str(config_path))},
         instance=dg.DagsterInstance.ephemeral(),
     )  # fmt: skip
@@ -57,3 +64,74 @@ def test_baselines_asset_on_demo(neggen_home, tmp_path):
     # Every run is reused (same keys, same stored results), none retrained.
     assert sorted(p.name for p in (neggen_home / "demo" / "baselines").iterdir()) == folders
     assert store.read("baselines_metrics").equals(before)
+
+
+SAMPLERS = ["lightgcn_mixgcf", "lightgcn_dens", "lightgcn_dns", "lightgcn_ahns"]
+# Baby as it is registered here, interactions only (no item text, no pictures: no embedding stores), but
+# from a tiny .inter file (the partitions are the registered datasets), with short runs.
+CONTENTLESS = """
+datasets:
+  baby: {{format: mmrec, path: toy, kcore: 3}}
+train: {{embedding_size: 16, batch_size: 256, learning_rate: 0.01, epochs: 3, early_stop_patience: 3, seed: 1}}
+baselines:
+  models: [vbpr, irgan, {samplers}]
+  seeds: [1, 2]
+  workers: 1
+  params: {{irgan: {{pretrain_epochs: 2}}, lightgcn_dns: {{candidates: {candidates}, hardest: 2}}}}
+"""
+
+
+def contentless_project(tmp_path, candidates: int = 8):
+    folder = tmp_path / "toy"
+    folder.mkdir(exist_ok=True)
+    pairs = clustered_interactions(n_users=80, n_items=40, n_clusters=4, per_user=10, affinity=0.6, seed=3)
+    (folder / "toy.inter").write_text("userID\titemID\n" + "".join(f"{u}\t{i}\n" for u, i in zip(pairs.user_id, pairs.item_id)))
+    config = tmp_path / "neggen.yaml"
+    config.write_text(CONTENTLESS.format(samplers=", ".join(SAMPLERS), candidates=candidates))
+    return config
+
+
+def runs_of(home) -> dict[str, int]:
+    """Run folder -> mtime of its training state (unchanged: the run was reused, not retrained)."""
+    return {p.name: (p / STATE_JSON).stat().st_mtime_ns for p in (home / "baby" / "baselines").iterdir() if p.is_dir()}
+
+
+def test_sampler_baselines_and_irgan_on_baby_without_content(neggen_home, tmp_path):
+    config = contentless_project(tmp_path)
+    result = materialize(config, ["interactions", "base_model", "baselines", "metrics", "report"], "baby")
+    assert result.success
+    store = DatasetStore(neggen_home, "baby")
+    assert not store.table_path("text_embeddings").exists() and not store.table_path("image_embeddings").exists()
+    meta = result.asset_materializations_for_node("baselines")[0].metadata
+    assert meta["skipped_models"].value == {"vbpr": "vbpr reads item content; the dataset has none (no text or picture features)"}
+    assert meta["chosen_params"].value["lightgcn_dns"] == {"strategy": "dns", "candidates": 8, "hardest": 2}
+
+    # Their rows are in `metrics`, as `neggen sql` reads it: every baseline at both seeds.
+    con, _ = read_only_stage_connection(store)
+    seeds = run_read_only(con, "SELECT model, list(DISTINCT seed ORDER BY seed) FROM metrics WHERE stage = 'baselines' "
+                               "AND split = 'test' AND mode = 'mmrec' AND metric = 'ndcg' AND k = 20 GROUP BY model").fetchall()
+    assert dict(seeds) == {model: [1, 2] for model in ["irgan", *SAMPLERS]}
+    # Each sampler baseline is LightGCN trained with its sampler: the run's training config says so.
+    for model in SAMPLERS:
+        run_dir = run_read_only(con, f"SELECT any_value(run_dir) FROM metrics WHERE model = '{model}' AND seed = 1").fetchall()[0][0]
+        sampler = json.loads((store.root / run_dir / STATE_JSON).read_text())["config"]["negative_sampler"]
+        assert sampler["strategy"] == model.removeprefix("lightgcn_")
+
+    # The report lists them in Table 2 (no NegGen here, so no p-values: said so) and draws a Fig. 6 point per sampler.
+    tables = store.read("report_tables")
+    table2 = tables[tables.table == "table2"]
+    assert list(table2.row.unique()) == ["LightGCN", "IRGAN", "MixGCF", "DENS", "DNS(M,N)", "AHNS"]
+    assert list(tables[tables.table == "fig6"].model.unique()) == ["lightgcn", *SAMPLERS]
+    report_md = (neggen_home / "baby" / "report" / "report.md").read_text()
+    assert "ΔImprov. and p-val need NegGen" in report_md and "fig6_convergence.png" in report_md
+
+    # A re-materialization reuses every run; a changed sampler parameter is a run of its own.
+    runs, before = runs_of(neggen_home), store.read("baselines_metrics")
+    assert sorted({name.split("-")[0] for name in runs}) == sorted(["bpr", "irgan", *SAMPLERS])
+    assert materialize(config, ["baselines", "metrics"], "baby").success
+    assert runs_of(neggen_home) == runs and store.read("baselines_metrics").equals(before)
+    assert materialize(contentless_project(tmp_path, candidates=6), ["baselines"], "baby").success
+    added = sorted(set(runs_of(neggen_home)) - set(runs))
+    assert [name.split("-")[0] for name in added] == ["lightgcn_dns", "lightgcn_dns"]  # its two seeds
+    assert {k: v for k, v in runs_of(neggen_home).items() if k in runs} == runs
+
