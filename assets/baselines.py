@@ -48,7 +48,8 @@ def baselines(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.M
     if len(result.metrics):
         test = result.metrics[(result.metrics.split == "test") & (result.metrics["mode"] == "mmrec")]
         test = test.assign(name=test.metric + "@" + test.k.astype(str))
-        summary = test.pivot_table(index="model", columns="name", values="value", aggfunc=["mean", "std"])
+        # dropna=False: with one seed every std is NaN, and pivot_table would drop the whole "std" block.
+        summary = test.pivot_table(index="model", columns="name", values="value", aggfunc=["mean", "std"], dropna=False)
         metadata["test_mmrec_mean_over_seeds"] = dg.MetadataValue.md(summary["mean"].round(4).to_string())
         metadata["test_mmrec_std_over_seeds"] = dg.MetadataValue.md(summary["std"].round(4).to_string())
     return dg.MaterializeResult(metadata=metadata)
