@@ -28,9 +28,9 @@ from neggen_model.models import BASELINES, CONTENT_MODELS, SAMPLER_BASELINES, bu
 from neggen_model.models.irgan import IRGANParams
 from neggen_model.trainer import Trainer, TrainResult
 from pipeline.config import BaselinesConfig
+from pipeline.encoding import TEXT_STAGE
 from pipeline.lock import dataset_lock
 from pipeline.storage import DatasetStore
-from pipeline.encoding import TEXT_STAGE
 from pipeline.study import load_item_features, stage_data, stage_inputs
 from pipeline.training import (
     BASELINES_METRICS,
