@@ -315,9 +315,10 @@ class NegGen(ScoringModel):
             return self.config.score_weight
         return self.config.score_weight / (getattr(self.base, "n_layers", 0) + 1)
 
-    def _ranking_loss(self, y_pos: Tensor, y_neg: Tensor, effect: Tensor, content_margin: Tensor) -> Tensor:
+    def _ranking_loss(self, y_pos: Tensor, y_neg: Tensor, effect: Tensor | None, content_margin: Tensor | None) -> Tensor:
         """BPR of the positive against the sampled item, + β softplus(-TE) (w/o CF: BPR alone),
-        + β_j softplus(-(the same difference of content alone, the sampled item in place of x_i*))."""
+        + β_j softplus(-(the same difference of content alone, the sampled item in place of x_i*)).
+        effect / content_margin may be None where their term is off."""
         loss = F.softplus(y_neg - y_pos).mean()
         if self.config.causal:
             loss = loss + self.config.counterfactual_weight * F.softplus(-effect).mean()
@@ -327,7 +328,8 @@ class NegGen(ScoringModel):
 
     def _precomputed_ranking_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """The ranking loss from the batch's rows of the propagated content (same value and
-        gradients as the general path, checked by a test; α = 0 so e_c* alone is never needed)."""
+        gradients as the general path, checked by a test; α = 0 so e_c* alone is never needed).
+        A term that is off (w/o CF, β_j = 0) costs nothing."""
         n_users, n_pairs = self.base.n_users, len(users)
         projection = self._stacked_projection()
         rows = torch.cat([users, pos_items + n_users, neg_items + n_users])
@@ -335,17 +337,18 @@ class NegGen(ScoringModel):
         e_u = self.base_user[users] + added[:n_pairs]
         y_pos = (e_u * (self.base_item[pos_items] + added[n_pairs : 2 * n_pairs])).sum(1)
         y_neg = (e_u * (self.base_item[neg_items] + added[2 * n_pairs :])).sum(1)
-        positives, pair_of = torch.unique(pos_items, return_inverse=True)
-        difference = self.content_difference.index_select(0, positives)  # X_i - X_i* per distinct positive
-        if self.training:  # d/dX* of the loss is -d/d(X - X*): the same norms for Fig. 3
-            columns = self.token_columns
-            difference = torch.cat([
-                self._track(difference[:, columns[k] : columns[k + 1]], modality, float(n_pairs),
-                            present=self.negative_present[positives, k])
-                for k, modality in enumerate(self.token_modalities)
-            ], dim=1)  # fmt: skip
-        effect = self._effect_weight() * (e_u * self._project(difference, projection)[pair_of]).sum(1)
-        content_margin = effect  # unused unless β_j > 0
+        effect = content_margin = None
+        if self.config.causal:
+            positives, pair_of = torch.unique(pos_items, return_inverse=True)
+            difference = self.content_difference.index_select(0, positives)  # X_i - X_i* per distinct positive
+            if self.training:  # d/dX* of the loss is -d/d(X - X*): the same norms for Fig. 3
+                columns = self.token_columns
+                difference = torch.cat([
+                    self._track(difference[:, columns[k] : columns[k + 1]], modality, float(n_pairs),
+                                present=self.negative_present[positives, k])
+                    for k, modality in enumerate(self.token_modalities)
+                ], dim=1)  # fmt: skip
+            effect = self._effect_weight() * (e_u * self._project(difference, projection)[pair_of]).sum(1)
         if self.config.content_bpr_weight:
             sampled = self.content_original.index_select(0, pos_items) - self.content_original.index_select(0, neg_items)
             content_margin = self._effect_weight() * (e_u * self._project(sampled, projection)).sum(1)
