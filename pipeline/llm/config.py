@@ -139,7 +139,8 @@ class TransformersEngineConfig(_LanguageModelEngine):
 
 
 class VLLMEngineConfig(_LanguageModelEngine):
-    """vLLM in-process on a GPU (offline batched `LLM.chat`); see engines/vllm_engine.py."""
+    """vLLM in-process (offline batched `LLM.chat`), on a GPU or with vLLM's CPU build; see
+    engines/vllm_engine.py."""
 
     kind: Literal["vllm"] = "vllm"
     model: str = Field(
@@ -156,6 +157,15 @@ class VLLMEngineConfig(_LanguageModelEngine):
     )  # fmt: skip
     gpu_memory_utilization: float = Field(
         default=0.9, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may take (weights + KV cache)."
+    )
+    kv_cache_gib: float | None = Field(
+        default=None, gt=0.0, le=4096.0,
+        description="KV cache size in GiB (vLLM's kv_cache_memory_bytes). None: on a GPU what "
+        "gpu_memory_utilization leaves; on CPU 1 GiB (vLLM's CPU default would reserve "
+        "gpu_memory_utilization of the machine's RAM).",
+    )  # fmt: skip
+    enforce_eager: bool = Field(
+        default=False, description="Skip torch.compile and CUDA graphs: a faster start, slower decoding."
     )
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs the model is split over.")
     limit_mm_per_prompt: int = Field(

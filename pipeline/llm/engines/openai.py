@@ -20,8 +20,9 @@ single server this is a plain retry with backoff. The error of a request that ne
 answer names each server's last failure. Other 4xx are final. Images are sent as base64
 `data:` URIs in `image_url` parts. A request with a `response_schema` (the structured prompt
 mode) asks for it as `response_format: {"type": "json_schema", ...}`, which vLLM's server
-enforces by guided decoding (OpenAI's own API needs schemas its strict mode accepts; a server
-that refuses the field answers 400, which is that request's error).
+enforces by guided decoding (less `uniqueItems`, which vLLM refuses: see `server_schema`;
+OpenAI's own API needs schemas its strict mode accepts; a server that refuses the field answers
+400, which is that request's error).
 
 The cache fingerprint is the model name alone: moving the server (another host or port) or
 adding servers does not throw away what the same model generated, and every server of a list
@@ -83,10 +84,23 @@ def message_payload(message: Message) -> dict:
     return {"role": message.role, "content": content}
 
 
+def server_schema(schema: dict) -> dict:
+    """`schema` as a server's structured outputs take it: without `uniqueItems`, which vLLM's
+    grammar backends (xgrammar, llguidance) refuse, so that `vllm serve` answers HTTP 400. Only
+    the masking schema has it, and a word named twice masks the same word: the answer applies
+    as it would without the repeat. The request keeps the whole schema (and its cache key)."""
+    if isinstance(schema, dict):
+        return {k: server_schema(v) for k, v in schema.items() if k != "uniqueItems"}
+    if isinstance(schema, list):
+        return [server_schema(v) for v in schema]
+    return schema
+
+
 def response_format(request: Request) -> dict:
     """The OpenAI `response_format` asking for JSON under the request's schema."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", request.template or "answer")[:64]
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": request.response_schema, "strict": True}}
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": server_schema(request.response_schema), "strict": True}}  # fmt: skip
 
 
 def data_uri(image: ImagePart) -> str:

