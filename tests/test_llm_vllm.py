@@ -179,6 +179,11 @@ def test_a_schema_becomes_the_structured_outputs_of_the_installed_vllm():
     (key, params), = older(schema).items()
     assert key == "guided_decoding" and params.kwargs == {"json": schema}  # before (removed in 0.12)
     assert ve.json_schema_params(SimpleNamespace(sampling_params=SimpleNamespace())) is None
+    assert ve.grammar_backend_args(SimpleNamespace(sampling_params=SimpleNamespace(StructuredOutputsParams=_Params))) == {
+        "structured_outputs_config": {"backend": "guidance"}}  # fmt: skip
+    assert ve.grammar_backend_args(SimpleNamespace(sampling_params=SimpleNamespace(GuidedDecodingParams=_Params))) == {
+        "guided_decoding_backend": "guidance"}  # fmt: skip
+    assert ve.grammar_backend_args(SimpleNamespace(sampling_params=SimpleNamespace())) == {}
 
 
 @pytest.fixture
@@ -255,6 +260,8 @@ def test_on_cpu_the_kv_cache_is_sized_not_a_share_of_the_ram(fake_vllm, model_fo
     fake_vllm.platforms.current_platform.is_cpu = lambda: True  # vLLM's CPU build
     cpu = build_engine({"kind": "vllm", "model": str(model_folder), "enforce_eager": True})
     assert cpu.device == "cpu" and cpu._llm.kwargs["kv_cache_memory_bytes"] == 2**30 and cpu._llm.kwargs["enforce_eager"]
+    assert cpu._llm.kwargs["enable_chunked_prefill"] is False and "enable_chunked_prefill" not in gpu._llm.kwargs
+    assert gpu._llm.kwargs["structured_outputs_config"] == {"backend": "guidance"}  # not xgrammar: see GRAMMAR_BACKEND
     cpu = build_engine({"kind": "vllm", "model": str(model_folder), "kv_cache_gib": 0.5})
     assert cpu._llm.kwargs["kv_cache_memory_bytes"] == 2**29
 

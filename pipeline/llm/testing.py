@@ -139,6 +139,9 @@ class VLLMServer:
     processes it spawned (its own session); `start()` again serves the same port. Each start logs
     to its own file under `log_dir`; `answered(i)` counts the chat completions start `i` answered
     (uvicorn's access log). `--enforce-eager`: no torch.compile, a start about 15 s shorter on CPU.
+    `--no-enable-chunked-prefill`: vLLM 0.32 on CPU fails the engine when a seeded request's prompt
+    is split over steps; `guidance`: llguidance enforces the structured mode's schemas, vLLM's
+    default xgrammar drops their length bounds (both: see engines/vllm_engine.py).
     """
 
     def __init__(self, model: Path, log_dir: Path, name: str = "smollm2", max_model_len: int = 2048,
@@ -147,7 +150,8 @@ class VLLMServer:
         self.port = free_port()
         self.args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
                      "--served-model-name", name, "--host", "127.0.0.1", "--port", str(self.port),
-                     "--max-model-len", str(max_model_len), "--seed", "0", "--enforce-eager"]  # fmt: skip
+                     "--max-model-len", str(max_model_len), "--seed", "0", "--enforce-eager",
+                     "--no-enable-chunked-prefill", "--structured-outputs-config", '{"backend": "guidance"}']  # fmt: skip
         # vLLM's CPU build sizes its KV cache from this (else it reserves 90% of the RAM); no
         # usage statistics, nothing fetched from the Hub
         self.env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib)),

@@ -6,7 +6,7 @@
 | `visual` | no VLM: image → colour names and shape/pattern cues (CPU) |
 | `openai` | any OpenAI-compatible `/v1/chat/completions` server |
 | `transformers` | a local Hugging Face causal LM or VLM folder (CPU: the packaged SmolLM2-135M-Instruct, text only) |
-| `vllm` | vLLM in-process on a GPU (offline batched `LLM.chat`, images included); a local model folder |
+| `vllm` | vLLM in-process on a GPU, or on CPU with vLLM's CPU build (offline batched `LLM.chat`, images included); a local model folder |
 """
 
 from __future__ import annotations
