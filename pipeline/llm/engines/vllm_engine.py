@@ -23,9 +23,9 @@ On CPU (vLLM's platform says so) the KV cache is `kv_cache_gib`, 1 GiB unless se
 worker reads `gpu_memory_utilization` as the share of the machine's RAM to reserve (0.9 by
 default), more than a shared machine has free. Chunked prefill is off there: vLLM 0.32's CPU
 runner fails the whole engine when a seeded request's prompt is split over steps, which happens
-as soon as a batch's prompts exceed one step's token budget (4,096). vLLM's own variables still apply there
-(`VLLM_CPU_KVCACHE_SPACE` overrides the size, `VLLM_CPU_OMP_THREADS_BIND` picks the cores). vLLM
-starts its engine process with `spawn` on CPU, so a script that builds this engine needs the
+as soon as a batch's prompts exceed one step's token budget (4,096). vLLM's own variables still
+apply (`VLLM_CPU_KVCACHE_SPACE` overrides the size, `VLLM_CPU_OMP_THREADS_BIND` picks the cores).
+vLLM starts its engine process with `spawn` on CPU, so a script that builds this engine needs the
 `if __name__ == "__main__":` guard.
 
 Failures stay per request: a request with more images than `limit_mm_per_prompt` or an
@@ -108,11 +108,15 @@ def import_vllm():
     return vllm
 
 
+def _sampling_params_module(vllm):
+    return getattr(vllm, "sampling_params", None) or importlib.import_module("vllm.sampling_params")
+
+
 def json_schema_params(vllm) -> Callable[[dict], dict] | None:
     """schema → the `vllm.SamplingParams` keyword arguments that decode JSON under it, for the
     installed vLLM (`structured_outputs` since 0.11; `guided_decoding` before, removed in 0.12);
     None when this vLLM has neither."""
-    params = getattr(vllm, "sampling_params", None) or importlib.import_module("vllm.sampling_params")
+    params = _sampling_params_module(vllm)
     if hasattr(params, "StructuredOutputsParams"):
         return lambda schema: {"structured_outputs": params.StructuredOutputsParams(json=schema)}
     if hasattr(params, "GuidedDecodingParams"):
@@ -130,7 +134,7 @@ GRAMMAR_BACKEND = "guidance"
 
 def grammar_backend_args(vllm) -> dict:
     """The `vllm.LLM` keyword arguments that pick GRAMMAR_BACKEND, for the installed vLLM."""
-    params = getattr(vllm, "sampling_params", None) or importlib.import_module("vllm.sampling_params")
+    params = _sampling_params_module(vllm)
     if hasattr(params, "StructuredOutputsParams"):
         return {"structured_outputs_config": {"backend": GRAMMAR_BACKEND}}
     if hasattr(params, "GuidedDecodingParams"):
