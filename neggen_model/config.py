@@ -107,7 +107,7 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
     decay_epochs: int | None = Field(
         None, gt=0, description="Cosine decay: the learning rate falls from learning_rate to 0 along a half cosine "
-        "over this many epochs and stays 0 after them; None = constant.",
+        "over this many epochs, and the run ends there (the optimiser can change nothing after); None = constant.",
     )
     batch_size: int = Field(2048, gt=0, description="Training (user, pos, neg) triples per step.")
     epochs: int = Field(1000, gt=0, description="Maximum number of training epochs.")

@@ -106,7 +106,10 @@ class Trainer:
             if self.checkpoint_dir is not None:
                 self._save_checkpoint(finished=None)
         bar = tqdm(total=cfg.epochs, initial=self._epoch, desc=self.model.name, unit="epoch", disable=not self.progress)
-        while self._epoch < cfg.epochs and self._stale < cfg.early_stop_patience:
+        # With a decaying rate nothing changes after decay_epochs (the rate is 0), so the best epoch
+        # cannot: the run ends there rather than waiting out its patience.
+        last = cfg.epochs if cfg.decay_epochs is None else min(cfg.epochs, cfg.decay_epochs)
+        while self._epoch < last and self._stale < cfg.early_stop_patience:
             started = time.perf_counter()
             record = self._run_epoch(self._epoch + 1)
             self._history.append(record)

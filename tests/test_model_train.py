@@ -104,6 +104,9 @@ def test_cosine_decay_runs_the_rate_down_to_zero(data):
         weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert all(torch.equal(weights[1][k], weights[3][k]) for k in weights[0])
+    # The rate is 0 after decay_epochs, so nothing can improve: fit() ends there.
+    result = Trainer(build_model("lightgcn", data, config), data, config, progress=False).fit()
+    assert result.epochs_run == 2 and [r["epoch"] for r in result.history] == [1, 2]
     # A constant rate stays out of the hashed dump: runs trained before the schedule keep their keys.
     assert "decay_epochs" not in small_config().model_dump() and small_config(decay_epochs=2).model_dump()["decay_epochs"] == 2
 
