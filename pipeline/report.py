@@ -36,7 +36,7 @@ NEGGEN = "neggen"
 NEGGEN_VARIANTS = tuple(VARIANTS)
 # The baselines in the paper's Table 2 order with its names; the negative-sampling ones are LightGCN
 # trained with that sampler (the paper trains them on LightGCN).
-BASELINE_LABELS = {"bprmf": "BPR", "lightgcn": "LightGCN", "irgan": "IRGAN", "lightgcn_mixgcf": "MixGCF",
+BASELINE_LABELS = {"bpr": "BPR", "lightgcn": "LightGCN", "irgan": "IRGAN", "lightgcn_mixgcf": "MixGCF",
                    "lightgcn_dens": "DENS", "lightgcn_dns": "DNS(M,N)", "lightgcn_ahns": "AHNS", "vbpr": "VBPR",
                    "mmgcn": "MMGCN", "bm3": "BM3", "freedom": "FREEDOM", "dragon": "DRAGON", "diffmm": "DiffMM",
                    "lgmrec": "LGMRec"}

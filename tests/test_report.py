@@ -13,7 +13,8 @@ from PIL import Image
 from scipy import stats
 
 from pipeline.definitions import all_assets
-from pipeline.report import build_report
+from neggen_model import models as registry
+from pipeline.report import BASELINE_LABELS, build_report
 from pipeline.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
@@ -22,7 +23,7 @@ DEFAULTS = {"score_weight": 0.4, "counterfactual_weight": 0.3, "align_weight": 1
 # Mean test value per model and (metric, k). NegGen is best everywhere; LightGCN is second
 # except at N@10, where BPR is: the comparison must pick the best other model per column.
 BASE = {
-    "bprmf": {("recall", 10): 0.040, ("recall", 20): 0.060, ("ndcg", 10): 0.0300, ("ndcg", 20): 0.027},
+    "bpr": {("recall", 10): 0.040, ("recall", 20): 0.060, ("ndcg", 10): 0.0300, ("ndcg", 20): 0.027},
     "lightgcn": {("recall", 10): 0.046, ("recall", 20): 0.070, ("ndcg", 10): 0.0240, ("ndcg", 20): 0.031},
     "neggen": {("recall", 10): 0.050, ("recall", 20): 0.076, ("ndcg", 10): 0.0330, ("ndcg", 20): 0.036},
 }
@@ -31,7 +32,7 @@ BASE = {
 SAMPLERS = ("lightgcn_mixgcf", "lightgcn_dens", "lightgcn_dns", "lightgcn_ahns")
 for index, name in enumerate(("irgan", *SAMPLERS)):
     BASE[name] = {key: mean - 0.004 - 0.001 * index for key, mean in BASE["lightgcn"].items()}
-BASELINES = ("bprmf", "lightgcn", "irgan", *SAMPLERS)
+BASELINES = ("bpr", "lightgcn", "irgan", *SAMPLERS)
 VARIANT_SHIFT = {"wo_neg": -0.004, "wo_cf": -0.002, "wo_both": -0.006, "visual_only": -0.003,
                  "text_only": -0.001, "direct": -0.005, "direct_wo_cf": -0.007}
 SWEEP = {"score_weight": [0.0, 0.2, 0.6, 1.0], "counterfactual_weight": [0.0, 0.1, 1.0], "align_weight": [1e-4, 1e-3, 1e-1, 1.0],
@@ -113,14 +114,14 @@ def test_statistics_match_an_independent_computation(frames, tmp_path):
     assert set(report.tables["mode"]) == {"mmrec"}
     for metric, k in BASE["neggen"]:
         key = f"{metric}@{k}"
-        for model in ("bprmf", "lightgcn", "neggen"):
+        for model in ("bpr", "lightgcn", "neggen"):
             seeds = sorted(s for (m, s, me, kk) in values if (m, me, kk) == (model, metric, k))
             numbers = np.array([values[(model, s, metric, k)] for s in seeds])
             row = table2.loc[(model, key)]
             assert row["mean"] == pytest.approx(numbers.mean(), abs=1e-12)
             assert row["std"] == pytest.approx(numbers.std(ddof=1), abs=1e-12)
             assert row.n == len(seeds)
-        best_other = "bprmf" if key == "ndcg@10" else "lightgcn"
+        best_other = "bpr" if key == "ndcg@10" else "lightgcn"
         neggen, other = ([values[(m, s, metric, k)] for s in SEEDS] for m in ("neggen", best_other))
         expected = stats.ttest_rel(neggen, other)
         row = table2.loc[("neggen", key)]
@@ -261,3 +262,8 @@ def test_report_asset_materializes(frames, neggen_home, tmp_path):
     tables = store.read("report_tables")
     assert set(tables.table) == {"table2", "table4", "table5", "section2_1", "fig6"}
     assert {"table", "row", "metric", "mean", "std", "n", "p_value"} <= set(tables.columns)
+
+
+def test_table_2_labels_name_registered_models():
+    """The report's labels are keyed by the names the models are registered (and written to `metrics`) under."""
+    assert set(BASELINE_LABELS) <= set(registry.MODELS) | set(registry.BASELINES)
