@@ -92,11 +92,16 @@ def tiny_model(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    engine = build_engine({"kind": "transformers", "model": str(tiny_model), "device": "cpu", "batch_size": 4})
+def open_engine(folder):
+    """The transformers engine over a model folder, closed when the fixture ends."""
+    engine = build_engine({"kind": "transformers", "model": str(folder), "device": "cpu", "batch_size": 4})
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    yield from open_engine(tiny_model)
 
 
 def text_requests(n: int, sampling: SamplingParams = GREEDY) -> list[Request]:
@@ -228,9 +233,7 @@ def tiny_vlm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vlm(tiny_vlm):
-    engine = build_engine({"kind": "transformers", "model": str(tiny_vlm), "device": "cpu", "batch_size": 4})
-    yield engine
-    engine.close()
+    yield from open_engine(tiny_vlm)
 
 
 @pytest.fixture
