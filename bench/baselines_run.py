@@ -52,6 +52,8 @@ def main() -> None:
                         help="none: no search (defaults); model: each model's own grid (default: the config's)")  # fmt: skip
     parser.add_argument("--params", default=None, help='JSON {model: {param: value}} fixed for every run')
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="runs trained at once, one process each (default: the config's baselines.workers)")  # fmt: skip
     parser.add_argument("--csv", type=Path, default=RESULTS / "baselines.csv")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,6 +68,8 @@ def main() -> None:
         base["grid"] = {m: {} for m in base["models"]}
     elif args.grid == "model":
         base["grid"] = {}
+    if args.workers is not None:
+        base["workers"] = args.workers
     if args.params:
         base["params"] = base["params"] | json.loads(args.params)
     baselines = BaselinesConfig.model_validate(base)
