@@ -1,0 +1,80 @@
+"""The README's baseline tables, recomputed from the results files: every model's test metrics over
+seeds (mean ± std), its Recall@20 change against LightGCN, and paired t-tests against LightGCN and
+against NegGen over the seeds both ran.
+
+    .venv/bin/python bench/baselines_table.py --dataset ml100k [--mode mmrec]
+
+Reads bench/results/baselines.csv (the baselines, written by bench/baselines_run.py) and
+bench/results/neggen_study.csv (LightGCN and NegGen, written by bench/neggen_study.py); prints a
+Markdown table and writes it to bench/results/baselines_table_<dataset>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+METRICS = [("recall", 10), ("recall", 20), ("ndcg", 10), ("ndcg", 20)]
+REFERENCES = ("lightgcn", "neggen")
+
+
+def load(dataset: str, mode: str) -> pd.DataFrame:
+    frames = [pd.read_csv(RESULTS / "baselines.csv")]
+    study = pd.read_csv(RESULTS / "neggen_study.csv")
+    frames.append(study[study.model.isin(REFERENCES)])
+    rows = pd.concat(frames, ignore_index=True)
+    return rows[(rows.dataset == dataset) & (rows["mode"] == mode) & (rows.split == "test")]
+
+
+def paired_p(rows: pd.DataFrame, model: str, other: str, metric: str, k: int) -> tuple[float, int]:
+    """Paired t-test of model against other on one metric over the seeds both ran."""
+    wide = rows[(rows.metric == metric) & (rows.k == k) & rows.model.isin([model, other])]
+    wide = wide.pivot_table(index="seed", columns="model", values="value").dropna()
+    if model == other or len(wide) < 2:
+        return float("nan"), len(wide)
+    return float(stats.ttest_rel(wide[model], wide[other]).pvalue), len(wide)
+
+
+def table(rows: pd.DataFrame) -> str:
+    lines = [
+        "| model | seeds | R@10 | R@20 | N@10 | N@20 | R@20 vs LightGCN | p R@20 / N@20 vs LightGCN | p R@20 vs NegGen |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    recall20 = rows[(rows.metric == "recall") & (rows.k == 20)].groupby("model").value
+    base = recall20.mean().get("lightgcn")
+    for model in recall20.mean().sort_values(ascending=False).index:
+        cells = []
+        for metric, k in METRICS:
+            values = rows[(rows.model == model) & (rows.metric == metric) & (rows.k == k)].value
+            cells.append(f"{values.mean():.4f} ± {values.std():.4f}")
+        change = "" if base is None or model == "lightgcn" else f"{recall20.mean()[model] / base - 1:+.1%}"
+        p_r, n = paired_p(rows, model, "lightgcn", "recall", 20)
+        p_n, _ = paired_p(rows, model, "lightgcn", "ndcg", 20)
+        p_neggen, _ = paired_p(rows, model, "neggen", "recall", 20)
+        versus = "" if model == "lightgcn" or n < 2 else f"{p_r:.2g} / {p_n:.2g} (n={n})"
+        lines.append(
+            f"| {model} | {recall20.count()[model]} | " + " | ".join(cells)
+            + f" | {change} | {versus} | {'' if p_neggen != p_neggen else f'{p_neggen:.2g}'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--mode", default="mmrec", choices=["mmrec", "strict"])
+    args = parser.parse_args()
+    rows = load(args.dataset, args.mode)
+    if rows.empty:
+        raise SystemExit(f"no {args.mode} test rows for dataset {args.dataset!r} in {RESULTS}")
+    text = f"{args.dataset}, test, {args.mode} mode (rows sorted by mean Recall@20)\n\n{table(rows)}\n"
+    print(text)
+    (RESULTS / f"baselines_table_{args.dataset}.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
