@@ -47,6 +47,22 @@ def test_answers_come_back_in_order_with_the_sampling_parameters():
     assert body["temperature"] == 0.7 and body["top_p"] == 0.95
 
 
+def test_the_replys_usage_becomes_the_results_token_counts():
+    def plan(n, body, headers):
+        reply, question = completion("x"), body["messages"][0]["content"]
+        if question == "counted":  # as vLLM's server answers
+            reply["usage"] = {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20}
+        elif question == "malformed":
+            reply["usage"] = {"prompt_tokens": "17", "completion_tokens": -1}
+        return 200, reply, 0
+
+    with FakeServer(plan) as server, engine(server) as eng:
+        counted, plain, malformed = eng.generate([text_request(q) for q in ("counted", "plain", "malformed")])
+    assert (counted.prompt_tokens, counted.completion_tokens) == (17, 3)
+    for result in (plain, malformed):  # usage is optional: the answer stands, nothing is counted
+        assert result.ok and (result.prompt_tokens, result.completion_tokens) == (None, None)
+
+
 def test_an_image_part_arrives_as_a_data_uri(tmp_path):
     png = tmp_path / "item.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))

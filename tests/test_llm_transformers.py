@@ -170,6 +170,35 @@ def test_per_request_max_tokens_and_seeds(tiny):
     assert len(others | {alone}) > 1  # another seed, another sample
 
 
+def test_results_and_the_stage_metadata_count_tokens(tiny, tmp_path):
+    import pandas as pd
+
+    from pipeline.llm.cache import GenerationCache
+
+    requests = text_requests(5)  # prompts of different lengths, left-padded together
+    batched = tiny.generate(requests)
+    single = [tiny.generate([r])[0] for r in requests]
+    counts = [(r.prompt_tokens, r.completion_tokens) for r in batched]
+    assert counts == [(r.prompt_tokens, r.completion_tokens) for r in single]  # padding is not counted
+    for request, result in zip(requests, batched):
+        chat = [{"role": "user", "content": request.messages[0].text}]
+        prompt = tiny.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        assert result.prompt_tokens == len(tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        assert 1 <= result.completion_tokens <= GREEDY.max_tokens
+    (cut,) = tiny.generate([text_requests(1, SamplingParams(temperature=0.0, max_tokens=3))[0]])
+    assert cut.finish_reason == "length" and cut.completion_tokens == 3
+
+    items = pd.DataFrame({"item_id": [1, 2, 3], "description_text": ["Title: Norvik Cotton Bag", "Brand: Norvik",
+                                                                     "Colours: mostly red, some blue."]})  # fmt: skip
+    cache = GenerationCache(tmp_path)
+    run = generate_stage(items, "masked", tiny, cache, sampling=GREEDY, max_attempts=1, progress=False)
+    sent = tiny.generate([render_request("attribute_masking", GREEDY, item_description=t) for t in items.description_text])
+    assert run.meta["prompt_tokens"] == sum(r.prompt_tokens for r in sent)
+    assert run.meta["completion_tokens"] == sum(r.completion_tokens for r in sent)
+    again = generate_stage(items, "masked", tiny, cache, sampling=GREEDY, max_attempts=1, progress=False)
+    assert again.meta["cache_hits"] == 3 and again.meta["prompt_tokens"] is None and again.meta["completion_tokens"] is None
+
+
 def test_image_parts_are_refused_clearly(tiny, tmp_path):
     png = tmp_path / "x.png"
     from PIL import Image

@@ -189,7 +189,8 @@ def test_a_schema_becomes_the_structured_outputs_of_the_installed_vllm():
 @pytest.fixture
 def fake_vllm(monkeypatch):
     """A `vllm` module whose LLM records each `chat` call and answers under the schema (the first
-    enum word, or "Zed" per blank), or in prose without one."""
+    enum word, or "Zed" per blank), or in prose without one; its token ids are one per word of the
+    conversation and of the answer."""
     import types
 
     class LLM:
@@ -201,7 +202,7 @@ def fake_vllm(monkeypatch):
         def chat(self, conversations, params, use_tqdm=False):
             self.calls.append((conversations, params))
             answers = []
-            for p in params:
+            for conversation, p in zip(conversations, params):
                 structured = p.kwargs.get("structured_outputs")
                 schema = structured.kwargs["json"]["properties"] if structured else None
                 if schema is None:
@@ -210,7 +211,9 @@ def fake_vllm(monkeypatch):
                     text = json.dumps({"mask": schema["mask"]["items"]["enum"][:1]})
                 else:
                     text = json.dumps({"replacements": ["Zed"] * schema["replacements"]["minItems"]})
-                answers.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text, finish_reason="stop")]))
+                words = " ".join(m["content"] for m in conversation).split()
+                answers.append(types.SimpleNamespace(prompt_token_ids=list(range(len(words))), outputs=[
+                    types.SimpleNamespace(text=text, finish_reason="stop", token_ids=list(range(len(text.split()))))]))  # fmt: skip
             return answers
 
     module = types.ModuleType("vllm")
@@ -235,7 +238,10 @@ def test_the_structured_stage_through_the_engine_sends_the_schema_per_request(fa
     negative = generate_stage(join_texts(items, masked=masked.outputs), "negative", engine, progress=False,
                               prompt_mode="structured")  # fmt: skip
     assert negative.outputs.sort_values("item_id").text.tolist() == ["Title: Zed Cotton Bag", "Title: Zed Mug"]
-    (conversations, params), _ = engine._llm.calls  # one LLM.chat per batch
+    (conversations, params), (completions, _) = engine._llm.calls  # one LLM.chat per batch
+    for run, sent in ((masked, conversations), (negative, completions)):  # vLLM's token ids, in the metadata
+        assert run.meta["prompt_tokens"] == sum(len(chat[0]["content"].split()) for chat in sent)
+        assert run.meta["completion_tokens"] == 4  # two answers of two "tokens" ('{"mask": ["Norvik"]}')
     assert [p.kwargs["structured_outputs"].kwargs["json"]["properties"]["mask"]["items"]["enum"] for p in params] == [
         ["Norvik", "Cotton", "Bag"], ["Zentara", "Mug"]]  # fmt: skip
     assert all("uniqueItems" not in json.dumps(p.kwargs["structured_outputs"].kwargs["json"]) for p in params)  # vLLM refuses it

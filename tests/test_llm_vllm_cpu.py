@@ -79,6 +79,13 @@ def coverage(store: DatasetStore, asset: str) -> tuple[int, int, int]:
     return len(items), len(out), len(failed)
 
 
+def tokens_counted(meta: dict) -> bool:
+    """Whether a stage's metadata holds vLLM's token counts: every request it sent read a prompt
+    and generated 1 to max_tokens (256) tokens."""
+    n = meta["generated"]
+    return meta["prompt_tokens"] > n and n <= meta["completion_tokens"] <= 256 * n
+
+
 # -- the vllm engine in-process --------------------------------------------------------------
 
 
@@ -96,6 +103,7 @@ def test_the_vllm_engine_generates_valid_masks_and_completions_on_cpu(smollm2_fo
         n, ok, failed = coverage(store, asset)
         meta = runs[asset].meta
         assert meta["engine"] == "vllm" and meta["model"] == smollm2_folder.name and meta["prompt_mode"] == "structured"
+        assert tokens_counted(meta)
         print(f"\n{dataset} {asset}: {ok}/{n} valid, {failed} failed, {meta['items_per_s']} items/s; "
               f"failures: {store.read(failures_table(asset)).reason.value_counts().head(3).to_dict()}")
         assert ok >= 0.9 * n
@@ -164,12 +172,12 @@ def test_a_vllm_server_killed_mid_stage_loses_and_repeats_nothing(smollm2_folder
         assert server.answered(0) + server.answered(1) == len(after)
 
         for asset in ASSETS[2:]:
-            run_generation_stage(store, asset, config)
+            assert tokens_counted(run_generation_stage(store, asset, config).meta)  # the server's usage
         tables = {t: store.read(t) for asset in ASSETS for t in (asset, failures_table(asset))}
         answered = server.answered(1)
         again = {asset: run_generation_stage(store, asset, config) for asset in ASSETS}  # all from the cache
         assert server.answered(1) == answered
-        assert all(run.meta["generated"] == 0 for run in again.values())
+        assert all(run.meta["generated"] == 0 and run.meta["completion_tokens"] is None for run in again.values())
         for table, first in tables.items():
             pd.testing.assert_frame_equal(store.read(table).drop(columns=["cache_hit"], errors="ignore"),
                                           first.drop(columns=["cache_hit"], errors="ignore"), obj=table)  # fmt: skip

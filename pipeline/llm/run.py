@@ -21,6 +21,10 @@ be applied is retried and recorded like an invalid output, with the reason.
 
 Similarity (in the metadata of `negative` and `direct`): the mean token Jaccard between
 each positive description and its negative (lower-case word sets, |A∩B| / |A∪B|).
+
+Tokens (in the metadata): `prompt_tokens` and `completion_tokens`, summed over the requests
+this run sent to the engine (every attempt; cache hits cost none), as the engine counted them;
+None when it counted none (`catalog`, `visual`, or everything from the cache).
 """
 
 from __future__ import annotations
@@ -190,7 +194,8 @@ def generate_stage(
     prepared = _prepare(items, stage, sampling, prompts_dir, prompt_mode)
     outputs: list[dict] = []
     failures: list[dict] = []
-    counters = {"cache_hits": 0, "cache_misses": 0, "generated": 0, "attempts": 0}
+    counters = {"cache_hits": 0, "cache_misses": 0, "generated": 0, "attempts": 0, "prompt_tokens": None,
+                "completion_tokens": None}  # fmt: skip
     bar = tqdm(total=len(prepared), desc=f"generate {stage}", unit="item", disable=not progress, leave=False)
     try:
         for start in range(0, len(prepared), batch_size):
@@ -286,12 +291,21 @@ def _lookup_or_generate(requests: list[Request], engine: Engine, cache: Generati
         if len(results) != len(todo):
             raise RuntimeError(f"engine {engine!r} returned {len(results)} results for {len(todo)} requests")
         generated = dict(zip(todo, results))
+        _count_tokens(results, counters)
         if cache is not None:
             cache.put_many((k, r, requests[0].template) for k, r in generated.items())
     counters["cache_hits"] += sum(1 for k in keys if k in found)
     counters["cache_misses"] += sum(1 for k in keys if k not in found)
     counters["generated"] += len(todo)
     return [found.get(k) or generated[k] for k in keys], [k in found for k in keys]
+
+
+def _count_tokens(results: Sequence[Result], counters: dict) -> None:
+    for result in results:
+        for name in ("prompt_tokens", "completion_tokens"):
+            count = getattr(result, name)
+            if count is not None:
+                counters[name] = (counters[name] or 0) + count
 
 
 def _output(item: _Item, stage, text, engine, model, version, hit, attempts, keep_source_description) -> dict:

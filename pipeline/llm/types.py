@@ -161,6 +161,16 @@ class Result(BaseModel):
     latency_s: float = 0.0
     error: str | None = None
     tries: int = Field(default=1, description="Transport attempts (HTTP retries included).")
+    prompt_tokens: int | None = Field(
+        default=None,
+        description="Tokens of the prompt the model read (chat template applied), as the engine counted "
+        "them; None where nothing was counted (engines without a model, results from the cache).",
+    )
+    completion_tokens: int | None = Field(
+        default=None,
+        description="Tokens the model generated (its end-of-sequence token included, as vLLM and OpenAI "
+        "servers count); None as for `prompt_tokens`.",
+    )
 
     @property
     def ok(self) -> bool:

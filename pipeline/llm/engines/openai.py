@@ -22,7 +22,8 @@ answer names each server's last failure. Other 4xx are final. Images are sent as
 mode) asks for it as `response_format: {"type": "json_schema", ...}`, which vLLM's server
 enforces by guided decoding (less `uniqueItems`, which vLLM refuses: see `server_schema`;
 OpenAI's own API needs schemas its strict mode accepts; a server that refuses the field answers
-400, which is that request's error).
+400, which is that request's error). The reply's `usage` (prompt and completion tokens, which
+vLLM's server and OpenAI's API send) goes into the result's token counts.
 
 The cache fingerprint is the model name alone: moving the server (another host or port) or
 adding servers does not throw away what the same model generated, and every server of a list
@@ -50,6 +51,7 @@ import urllib.request
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from pipeline.llm.config import OpenAIEngineConfig
 from pipeline.llm.engines.base import Engine, EngineUnavailable
@@ -176,9 +178,10 @@ class OpenAIEngine(Engine):
             tries += 1
             try:
                 with self._servers.slot(avoid=failed) as server:
-                    text, finish = self._post(server.url, body)
-                return Result(text=text, engine=self.kind, model=self.model, finish_reason=finish,
-                              latency_s=time.perf_counter() - t0, tries=tries)  # fmt: skip
+                    reply = self._post(server.url, body)
+                return Result(text=reply.text, engine=self.kind, model=self.model, finish_reason=reply.finish_reason,
+                              latency_s=time.perf_counter() - t0, tries=tries, prompt_tokens=reply.prompt_tokens,
+                              completion_tokens=reply.completion_tokens)  # fmt: skip
             except _Final as err:
                 message = self._scrub(str(err))
                 log.warning("openai request failed (no retry): %s", message)
@@ -202,7 +205,7 @@ class OpenAIEngine(Engine):
                 time.sleep(delay)
                 failed = {}
 
-    def _post(self, url: str, body: bytes) -> tuple[str, str | None]:
+    def _post(self, url: str, body: bytes) -> _Reply:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
@@ -396,7 +399,19 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _parse(raw: bytes, url: str) -> tuple[str, str | None]:
+class _Reply(NamedTuple):
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def _token_count(usage, key: str) -> int | None:
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _parse(raw: bytes, url: str) -> _Reply:
     try:
         data = json.loads(raw)
         choice = data["choices"][0]
@@ -407,4 +422,6 @@ def _parse(raw: bytes, url: str) -> tuple[str, str | None]:
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     if content is None:
         raise _Final(f"{url}: reply has no message content")
-    return str(content), choice.get("finish_reason")
+    usage = data.get("usage")  # optional in the protocol; a malformed one counts nothing
+    return _Reply(str(content), choice.get("finish_reason"), _token_count(usage, "prompt_tokens"),
+                  _token_count(usage, "completion_tokens"))

@@ -33,7 +33,9 @@ first, for its length and so that an unreadable picture is that request's error 
 Temperature 0 is greedy; otherwise each request samples (temperature, top-p) with its own
 CPU `torch.Generator` seeded by `SamplingParams.seed`, so a sampled answer does not depend
 on what else is in its batch (nor on the device's RNG). Each request stops at end-of-turn
-or after its own `max_tokens` (`finish_reason` "stop" / "length").
+or after its own `max_tokens` (`finish_reason` "stop" / "length"); its result counts the
+prompt's tokens (image tokens included) and the tokens generated (`prompt_tokens`,
+`completion_tokens`; padding is not counted, the end-of-turn token is).
 A request with a `response_schema` (the structured prompt mode) is decoded under it: a
 logits processor (`pipeline/llm/constrained.py`) lets through only the tokens that keep its
 answer a prefix of JSON the schema accepts, then only end-of-sequence; the vocabulary's
@@ -469,7 +471,7 @@ class TransformersEngine(Engine):
         """One batch; on running out of memory it is split in halves, down to one request."""
         t0 = time.perf_counter()
         try:
-            texts = self._generate_batch(requests, prompts)
+            answers = self._generate_batch(requests, prompts)
         except Exception as err:  # noqa: BLE001 - the batch's failure is its requests' error
             oom = isinstance(err, MemoryError) or "out of memory" in str(err).lower()
             if oom and len(requests) > 1:
@@ -482,10 +484,13 @@ class TransformersEngine(Engine):
             message = f"generation failed: {type(err).__name__}: {err}"
             return [self._error(message, time.perf_counter() - t0) for _ in requests]
         latency = time.perf_counter() - t0
-        return [Result(text=text, engine=self.kind, model=self.model, finish_reason=finish, latency_s=latency)
-                for text, finish in texts]  # fmt: skip
+        return [Result(text=text, engine=self.kind, model=self.model, finish_reason=finish, latency_s=latency,
+                       prompt_tokens=len(prompt.ids), completion_tokens=generated)
+                for prompt, (text, finish, generated) in zip(prompts, answers)]  # fmt: skip
 
-    def _generate_batch(self, requests: list[Request], prompts: list[_Prompt]) -> list[tuple[str, str]]:
+    def _generate_batch(self, requests: list[Request], prompts: list[_Prompt]) -> list[tuple[str, str, int]]:
+        """(text, finish reason, tokens generated: the end-of-sequence token counted, as vLLM counts)
+        of each request."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         inputs = {k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
@@ -514,14 +519,15 @@ class TransformersEngine(Engine):
             pad_token_id=self._pad,
         )
         generated = out[:, width:].tolist()
-        texts = []
+        answers = []
         for tokens, limit in zip(generated, limits):
             tokens = tokens[:limit]
             end = next((k for k, t in enumerate(tokens) if t in self._eos), None)
-            finish = "length" if end is None else "stop"
-            tokens = tokens if end is None else tokens[:end]
-            texts.append((self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), finish))
-        return texts
+            if end is None:
+                answers.append((self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), "length", len(tokens)))
+            else:
+                answers.append((self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip(), "stop", end + 1))
+        return answers
 
     def _constrained_vocabulary(self) -> TokenVocabulary:
         if self._vocabulary is None:

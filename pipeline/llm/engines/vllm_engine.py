@@ -13,11 +13,12 @@ parts (the same payload the `openai` engine sends; `conversation()` is the pure 
 A whole batch is one `LLM.chat` call, with one `vllm.SamplingParams` per request (temperature,
 top-p, max_tokens and seed, as the other engines map them; vLLM's neutral defaults for the
 rest, not the model's generation_config.json, so an answer depends only on what the cache
-key holds). vLLM returns the outputs in request order. A request with a `response_schema`
-(the structured prompt mode) is decoded under it by vLLM's structured outputs
-(`StructuredOutputsParams(json=...)`, or `GuidedDecodingParams(json=...)` before vLLM 0.11), with
-the schema as servers take it (`openai.server_schema`: vLLM's grammar backends refuse `uniqueItems`),
-by llguidance (`GRAMMAR_BACKEND`).
+key holds). vLLM returns the outputs in request order, each with its prompt's and its
+completion's token ids (counted into the result's `prompt_tokens` and `completion_tokens`). A
+request with a `response_schema` (the structured prompt mode) is decoded under it by vLLM's
+structured outputs (`StructuredOutputsParams(json=...)`, or `GuidedDecodingParams(json=...)`
+before vLLM 0.11), with the schema as servers take it (`openai.server_schema`: vLLM's grammar
+backends refuse `uniqueItems`), by llguidance (`GRAMMAR_BACKEND`).
 
 On CPU (vLLM's platform says so) the KV cache is `kv_cache_gib`, 1 GiB unless set: vLLM's CPU
 worker reads `gpu_memory_utilization` as the share of the machine's RAM to reserve (0.9 by
@@ -293,8 +294,11 @@ class VLLMEngine(Engine):
         completion = output.outputs[0]
         if completion.finish_reason == "abort":  # cut short: not an answer to cache
             return self._error("vLLM aborted the request", latency)
+        prompt = output.prompt_token_ids  # None when vLLM was given embeddings, not tokens
         return Result(text=completion.text, engine=self.kind, model=self.model,
-                      finish_reason=completion.finish_reason, latency_s=latency)  # fmt: skip
+                      finish_reason=completion.finish_reason, latency_s=latency,
+                      prompt_tokens=None if prompt is None else len(prompt),
+                      completion_tokens=len(completion.token_ids))  # fmt: skip
 
     def _failed(self, err: Exception) -> Result:
         return self._error(f"generation failed: {type(err).__name__}: {err}")
