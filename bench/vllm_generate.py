@@ -6,8 +6,9 @@ runs §3.2.1 description (with the pictures) → §3.2.2 masking → §3.2.3 com
 `generate_stage` for the first `--items` items, with one `vllm` engine (one model load) for
 all three, a fresh generation cache, the pipeline's default sampling and one attempt per item
 (so items/s counts one generation each). Prints and writes a JSON summary: items/s per stage,
-validity (valid outputs / items the stage got; end to end: valid negatives / items), failures
-by reason, GPU name, vLLM version, model.
+prompt and generated tokens per stage (vLLM's counts) and generated tokens/s, validity (valid
+outputs / items the stage got; end to end: valid negatives / items), failures by reason, GPU
+name, vLLM version, model.
 
 `--dry-run` runs the same script end to end with the CPU engines instead (`visual` describes,
 `catalog` masks and completes): no GPU, no vLLM, no model.
@@ -59,6 +60,8 @@ def stage_summary(run: StageRun) -> dict:
         "engine": m["engine"], "model": m["model"], "items": m["items"], "valid": m["ok"],
         "validity_rate": round(m["ok"] / m["items"], 4) if m["items"] else None,
         "seconds": m["seconds"], "items_per_s": m["items_per_s"], "generated": m["generated"],
+        "prompt_tokens": m["prompt_tokens"], "completion_tokens": m["completion_tokens"],
+        "completion_tokens_per_s": round(m["completion_tokens"] / m["seconds"], 1) if m["completion_tokens"] else None,
         "failures_by_reason": reasons.value_counts().to_dict(),
     }  # fmt: skip
 
@@ -149,10 +152,12 @@ def main() -> None:
     }
     print(f"{'dry run (visual + catalog)' if args.dry_run else summary['model']} on {len(items)} demo items; "
           f"GPU {summary['gpu']}, vLLM {summary['vllm_version']}, model load {summary['load_seconds']} s")  # fmt: skip
-    print("| stage | engine | items | items/s | valid | failures by reason |")
-    print("|---|---|---:|---:|---:|---|")
+    print("| stage | engine | items | items/s | prompt tokens | generated tokens | generated tokens/s | valid | "
+          "failures by reason |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for stage, s in summary["stages"].items():
-        print(f"| {stage} | {s['engine']} | {s['items']} | {s['items_per_s']} | {s['valid']}/{s['items']} | "
+        print(f"| {stage} | {s['engine']} | {s['items']} | {s['items_per_s']} | {s['prompt_tokens'] or '-'} | "
+              f"{s['completion_tokens'] or '-'} | {s['completion_tokens_per_s'] or '-'} | {s['valid']}/{s['items']} | "
               f"{s['failures_by_reason'] or '-'} |")  # fmt: skip
     e2e = summary["end_to_end"]
     print(f"end to end: {e2e['valid_negatives']}/{len(items)} valid negatives in {e2e['seconds']} s "

@@ -289,6 +289,7 @@ def test_bench_script_dry_run_writes_its_summary(tmp_path):
         assert stage["items"] == 20 and stage["items_per_s"] > 0
         assert stage["validity_rate"] == stage["valid"] / 20
         assert stage["valid"] + sum(stage["failures_by_reason"].values()) == 20
+        assert stage["prompt_tokens"] is stage["completion_tokens"] is stage["completion_tokens_per_s"] is None  # no model
     assert summary["end_to_end"]["valid_negatives"] == summary["stages"]["negative"]["valid"]
     assert "written to" in proc.stdout
 
