@@ -39,6 +39,10 @@ def paired_p(rows: pd.DataFrame, model: str, other: str, metric: str, k: int) ->
     return float(stats.ttest_rel(wide[model], wide[other]).pvalue), len(wide)
 
 
+def _p(p: float) -> str:
+    return "n/a (equal at every seed)" if p != p else f"{p:.2g}"  # ttest_rel of zero differences is nan
+
+
 def table(rows: pd.DataFrame) -> str:
     lines = [
         "| model | seeds | R@10 | R@20 | N@10 | N@20 | R@20 vs LightGCN | p R@20 / N@20 vs LightGCN | p R@20 vs NegGen |",
@@ -55,10 +59,10 @@ def table(rows: pd.DataFrame) -> str:
         p_r, n = paired_p(rows, model, "lightgcn", "recall", 20)
         p_n, _ = paired_p(rows, model, "lightgcn", "ndcg", 20)
         p_neggen, _ = paired_p(rows, model, "neggen", "recall", 20)
-        versus = "" if model == "lightgcn" or n < 2 else f"{p_r:.2g} / {p_n:.2g} (n={n})"
+        versus = "" if model == "lightgcn" or n < 2 else f"{_p(p_r)} / {_p(p_n)} (n={n})"
         lines.append(
             f"| {model} | {recall20.count()[model]} | " + " | ".join(cells)
-            + f" | {change} | {versus} | {'' if p_neggen != p_neggen else f'{p_neggen:.2g}'} |"
+            + f" | {change} | {versus} | {'' if model == 'neggen' else _p(p_neggen)} |"
         )
     return "\n".join(lines)
 
