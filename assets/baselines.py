@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
 from pipeline.baselines import GRID_TABLE, METRICS_TABLE, STAGE, run_baselines
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 
 
 @dg.asset(

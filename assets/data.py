@@ -13,7 +13,7 @@ import pyarrow as pa
 from assets.partitions import dataset_partitions, dataset_of
 from pipeline.datastage import build_interactions, build_items, build_users
 from pipeline.duck import connect, create_stage_view, named_query
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.source_items import record_changes
 from pipeline.storage import DatasetStore
 

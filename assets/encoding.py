@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
 from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE, EncodingRun, build_image_embeddings, build_text_embeddings
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.study import HARDNESS_TABLE, hardness_table
 
 _FINITE = "No vector holds NaN or inf."

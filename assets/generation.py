@@ -16,7 +16,7 @@ import pandas as pd
 from assets.partitions import dataset_of, dataset_partitions
 from pipeline.generation import STAGE_OF_ASSET, run_generation_stage
 from pipeline.llm.validate import check
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 
 # What each asset's rows must satisfy, and which earlier texts the check needs.
 _SOURCES = {

@@ -7,7 +7,7 @@ import time
 import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.study import HISTORY_TABLE, STAGE, run_study
 from pipeline.training import METRICS_STAGE, RUN_KEY, STUDY_METRICS, collect_metrics, train_recommender
 

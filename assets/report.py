@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
 from pipeline.report import build_report
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.training import METRICS_STAGE
 
 HISTORY_STAGE = "neggen_history"

@@ -32,7 +32,7 @@ def main() -> None:
             env = {**os.environ, "NEGGEN_HOME": home, "DAGSTER_HOME": str(Path(home) / "dagster")}
             start = time.perf_counter()
             run = subprocess.run(
-                [sys.executable, "-m", "pipeline.cli", "materialize", "--dataset", dataset, "--select", "group:data"],
+                [sys.executable, "-m", "assets.cli", "materialize", "--dataset", dataset, "--select", "group:data"],
                 cwd=REPO, env=env, capture_output=True, text=True,
             )
             seconds = time.perf_counter() - start

@@ -43,7 +43,7 @@ from neggen_model.evaluate import rank_metrics
 from neggen_model.sampling import UniformNegativeSampler
 from pipeline.config import load_config
 from pipeline.demo import VOCABULARY, read_world
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.study import load_item_features, neggen_train_config
 from pipeline.training import BASE_MODEL, BASE_STAGE, load_interaction_data, train_run
 

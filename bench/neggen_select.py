@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from neggen_model.config import NegGenConfig  # noqa: E402
 from pipeline.config import StudyConfig, load_config  # noqa: E402
-from pipeline.resources import NeggenResource  # noqa: E402
+from assets.resources import NeggenResource  # noqa: E402
 from pipeline.study import run_study  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -42,7 +42,7 @@ from neggen_model.models.neggen import NegGen  # noqa: E402
 from neggen_model.trainer import Trainer  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE  # noqa: E402
-from pipeline.resources import NeggenResource  # noqa: E402
+from assets.resources import NeggenResource  # noqa: E402
 from pipeline.storage import DatasetStore  # noqa: E402
 from pipeline.study import STAGE, neggen_train_config, planned_runs, stage_inputs, run_study  # noqa: E402
 from pipeline.training import BASE_MODEL, BASE_STAGE, train_run  # noqa: E402

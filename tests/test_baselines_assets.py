@@ -11,9 +11,9 @@ import dagster as dg
 
 from neggen_model.synthetic import clustered_interactions
 from neggen_model.trainer import STATE_JSON
-from pipeline.definitions import all_assets
+from assets.definitions import all_assets
 from pipeline.duck import read_only_stage_connection, run_read_only
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 CONFIG = """

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import ConfigError, EncodingConfig, load_config
-from pipeline.definitions import all_assets
+from assets.definitions import all_assets
 from pipeline.encoders import (
     BatchedEncoder,
     EfficientNetLite0Encoder,
@@ -37,7 +37,7 @@ from pipeline.encoding import (
     vector_checks,
     vector_table,
 )
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 DESCRIPTION = (

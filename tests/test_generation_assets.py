@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipeline.definitions import all_assets, defs
-from pipeline.resources import NeggenResource
+from assets.definitions import all_assets, defs
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 GENERATION = ["item_descriptions", "masked_descriptions", "negative_descriptions", "direct_negatives"]

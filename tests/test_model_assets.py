@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from pipeline.definitions import all_assets
-from pipeline.resources import NeggenResource
+from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 

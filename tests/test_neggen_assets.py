@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.definitions import all_assets
-from pipeline.resources import NeggenResource
+from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 CONFIG = """

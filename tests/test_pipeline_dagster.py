@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from assets.data import _check
-from pipeline.definitions import all_assets
-from pipeline.resources import NeggenResource
+from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 
@@ -54,7 +54,7 @@ def neggen(*args, cwd, env_home):
     env = {**os.environ, "NEGGEN_HOME": str(env_home), "DAGSTER_HOME": str(env_home / "dagster")}
     env.pop("NEGGEN_CONFIG", None)
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "assets.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 

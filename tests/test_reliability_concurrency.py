@@ -116,7 +116,7 @@ def test_a_second_writer_waits_and_a_killed_holder_frees_the_lock(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         writer = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "materialize", "--dataset", "toy", "--select", "interactions"],
+            [sys.executable, "-m", "assets.cli", "materialize", "--dataset", "toy", "--select", "interactions"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         lines: list[str] = []

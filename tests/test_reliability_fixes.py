@@ -15,9 +15,9 @@ import pytest
 
 from neggen_model.data import InteractionData
 from neggen_model.synthetic import clustered_interactions
-from pipeline.definitions import all_assets
+from assets.definitions import all_assets
 from pipeline.llm.engines import EngineUnavailable, build_engine
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.sources import SourceError, read_source
 from pipeline.storage import DatasetStore
 

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import numpy as np
 
-from pipeline.definitions import all_assets
-from pipeline.resources import NeggenResource
+from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 GENERATION = ["item_descriptions", "masked_descriptions", "negative_descriptions", "direct_negatives"]

@@ -10,9 +10,9 @@ import dagster as dg
 from PIL import Image
 
 from pipeline.datastage import picture_is_readable
-from pipeline.definitions import all_assets
+from assets.definitions import all_assets
 from pipeline.demo import DemoConfig, write_demo_source
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 

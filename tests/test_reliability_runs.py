@@ -46,7 +46,7 @@ def toy_project(tmp_path: Path) -> dict:
 
 
 def neggen(*args) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args]
+    return [sys.executable, "-m", "assets.cli", *args]
 
 
 def collect(stream, lines: list[str]) -> threading.Thread:

@@ -123,7 +123,7 @@ def test_writes_attach_install_and_outside_files_are_refused(project, capsys, ht
 def test_the_cli_prints_one_line_without_a_traceback(project):
     env = {k: v for k, v in os.environ.items() if k != "NEGGEN_CONFIG"}
     run = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "sql", "--dataset", "demo",
+        [sys.executable, "-m", "assets.cli", "sql", "--dataset", "demo",
          f"COPY (SELECT 1) TO '{project / 'home' / 'demo' / 'users.parquet'}'"],
         cwd=project, env={**env, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from pipeline.definitions import all_assets
+from assets.definitions import all_assets
 from neggen_model import models as registry
 from pipeline.report import BASELINE_LABELS, build_report
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 SEEDS = (2024, 2025, 2026)

@@ -13,11 +13,11 @@ import shutil
 import dagster as dg
 import numpy as np
 
-from pipeline.definitions import all_assets, defs, source_items_changed
+from assets.definitions import all_assets, defs, source_items_changed
 from pipeline.demo import CATEGORIES, COLOURS, MATERIALS, PATTERNS, SHAPES, DemoConfig, draw_item, write_demo_source
 from pipeline.generation import CACHE_FOLDER
 from pipeline.llm.cache import GenerationCache
-from pipeline.resources import NeggenResource
+from assets.resources import NeggenResource
 from pipeline.source_items import RECORD_TABLE
 from pipeline.storage import DatasetStore
 

@@ -28,7 +28,7 @@ def test_ui_serves_assets_partitioned_by_dataset(tmp_path):
     env.pop("DAGSTER_HOME", None)
     env.pop("NEGGEN_CONFIG", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "ui", "--port", str(port)],
+        [sys.executable, "-m", "assets.cli", "ui", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:

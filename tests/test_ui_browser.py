@@ -99,7 +99,7 @@ def ui(project):
     port = free_port()
     log = (config.parent / "ui.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "ui", "--port", str(port)],
+        [sys.executable, "-m", "assets.cli", "--config", str(config), "ui", "--port", str(port)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -213,7 +213,7 @@ def test_materialize_demo_and_see_the_report_figure_in_a_browser(page, project, 
 
     # 4. The stages between data and report, by the CLI on the same Dagster instance.
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "materialize", "--dataset", "demo",
+        [sys.executable, "-m", "assets.cli", "--config", str(config), "materialize", "--dataset", "demo",
          "--select", MIDDLE_SELECTION],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

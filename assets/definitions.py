@@ -1,4 +1,4 @@
-"""The Dagster Definitions: `dagster dev -m pipeline.definitions` (what `neggen ui` runs)."""
+"""The Dagster Definitions: `dagster dev -m assets.definitions` (what `neggen ui` runs)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import assets.model
 import assets.report
 from assets.partitions import dataset_partitions
 from pipeline.config import CONFIG_ENV
-from pipeline.progress import progress_logger
-from pipeline.resources import NeggenResource
+from assets.progress import progress_logger
+from assets.resources import NeggenResource
 from pipeline.source_items import check_source
 from pipeline.sources import SourceError
 

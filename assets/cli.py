@@ -47,8 +47,8 @@ def materialize(config: NeggenConfig, dataset: str, select: str | None) -> int:
     import dagster as dg
 
     config.dataset(dataset)  # an unknown name fails before Dagster starts
-    from pipeline.definitions import defs
-    from pipeline.progress import root_cause
+    from assets.definitions import defs
+    from assets.progress import root_cause
 
     graph = defs.resolve_asset_graph()
     try:
@@ -166,8 +166,8 @@ def run_sql(config: NeggenConfig, dataset: str, query: str | None, as_csv: bool)
 
 
 def _fail_dead_runs(instance) -> None:
-    """Runs left started by a process that was killed are marked failed (pipeline/runs.py)."""
-    from pipeline.runs import fail_dead_runs
+    """Runs left started by a process that was killed are marked failed (assets/runs.py)."""
+    from assets.runs import fail_dead_runs
 
     for line in fail_dead_runs(instance):
         print(f"neggen: {line}", file=sys.stderr)
@@ -196,7 +196,7 @@ def run_ui(host: str, port: int) -> int:
     with dg.DagsterInstance.get() as instance:
         _fail_dead_runs(instance)
     command = [
-        sys.executable, "-m", "dagster", "dev", "-m", "pipeline.definitions",
+        sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
         "-h", host, "-p", str(port),
     ]
     print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it)", file=sys.stderr)
