@@ -1,10 +1,9 @@
-"""Safe persistence: tensors in safetensors (never pickle), everything else in JSON, written atomically."""
+"""Safe persistence: tensors in safetensors (never pickle), everything else in JSON, written atomically
+and durably (neggen_model/atomic.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from neggen_model.atomic import atomic_path, write_json
 from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
 from neggen_model.models import MODELS, Recommender
@@ -20,37 +20,10 @@ MODEL_TENSORS = "best_model.safetensors"
 MODEL_META = "best_model.json"
 
 
-def _temp_path(path: Path) -> Path:
-    """A new, empty temporary file beside `path`, unique to this call: two processes (or threads)
-    writing the same file never share a temporary name, so neither renames the other's away."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to a temporary file and rename it over path, so readers never see half a file."""
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomic safetensors write; tensors are copied to contiguous CPU memory first, as the format requires."""
-    tmp = _temp_path(path)
-    try:
+    """Atomic, durable safetensors write; tensors are copied to contiguous CPU memory first, as the format requires."""
+    with atomic_path(path) as tmp:
         save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_tensors(path: Path) -> dict[str, Tensor]:

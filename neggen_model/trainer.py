@@ -25,14 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neggen_model.checkpoint import (
-    flatten_optimizer,
-    read_tensors,
-    restore_optimizer,
-    save_model,
-    write_json,
-    write_tensors,
-)
+from neggen_model.atomic import write_json
+from neggen_model.checkpoint import flatten_optimizer, read_tensors, restore_optimizer, save_model, write_tensors
 from neggen_model.config import TrainConfig
 from neggen_model.data import InteractionData
 from neggen_model.evaluate import EVAL_MODES, evaluate

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from neggen_model.atomic import write_json
 from neggen_model.checkpoint import MODEL_META, load_model
 from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent, pool_item_content
@@ -122,7 +123,7 @@ def train_baseline(
         instance = build_model(model, data, train_config, params=params, pretrained=pretrained)
     run_dir = store.folder(STAGE) / f"{model}-{content_key(inputs)}"
     result = Trainer(instance, data, train_config, checkpoint_dir=run_dir, progress=progress).fit()
-    (run_dir / "params.json").write_text(json.dumps({"model": model, "params": params}, indent=2, sort_keys=True))
+    write_json(run_dir / "params.json", {"model": model, "params": params})
     return BaselineRun(model, params, train_config.seed, f"{STAGE}/{run_dir.name}", result)
 
 

@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from neggen_model.atomic import atomic_path, write_bytes
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS
 from neggen_model.models.neggen import GRADIENT_COLUMNS
 from neggen_model.models.sampler_baselines import SAMPLER_BASELINES
@@ -129,7 +130,8 @@ def build_report(
             notes.append(drawing)
             path.unlink(missing_ok=True)  # a figure from an earlier report must not outlive its inputs
             continue
-        FigureCanvasAgg(drawing.figure).print_png(path)
+        with atomic_path(path) as tmp:
+            FigureCanvasAgg(drawing.figure).print_png(tmp)
         figures[name] = path
         figure_sections.append(f"### {drawing.title}\n\n![{drawing.title}]({path.name})\n\n{drawing.reading}\n")
 
@@ -145,7 +147,7 @@ def build_report(
         *(["## Not shown\n", *(f"- {note}" for note in notes), ""] if notes else []),
     ])
     report_path = out_dir / REPORT_FILE
-    report_path.write_text(markdown)
+    write_bytes(report_path, markdown.encode())
     tables = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLE_COLUMNS)
     return Report(markdown=markdown, tables=tables, figures=figures, path=report_path)
 

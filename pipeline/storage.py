@@ -1,4 +1,4 @@
-"""Where each stage's files live, and atomic parquet IO.
+"""Where each stage's files live, and parquet IO (written atomically: neggen_model/atomic.py).
 
 Layout under the home folder (`$NEGGEN_HOME`, default `./neggen_home`):
 
@@ -10,13 +10,13 @@ Layout under the home folder (`$NEGGEN_HOME`, default `./neggen_home`):
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from neggen_model.atomic import atomic_path
 
 
 class StageMissing(FileNotFoundError):
@@ -47,12 +47,8 @@ class DatasetStore:
             table = pa.Table.from_pandas(table, preserve_index=False)
         path = self.table_path(stage)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def read(self, stage: str, columns: list[str] | None = None) -> pd.DataFrame:

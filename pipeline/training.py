@@ -7,13 +7,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from neggen_model.atomic import write_json
 from neggen_model.config import SWEPT_PARAMETERS, NegGenConfig, TrainConfig, UniformSamplerConfig
 from neggen_model.data import InteractionData
 from neggen_model.models import build_model
@@ -74,17 +74,6 @@ def run_key(model: str, config: TrainConfig, data: InteractionData) -> str:
     return content_key({"model": model, "config": config.model_dump(mode="json"), "train": data.train_fingerprint()})
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write through a temporary file unique to this call (see checkpoint.write_json)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(payload, indent=2))
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
 def with_uniform_negatives(config: TrainConfig) -> TrainConfig:
     """config for NegGen on its base: the hard negative strategies score candidates through a
     recommender's layers, so NegGen trains on uniform negatives whatever `train.negative_sampler`
@@ -119,7 +108,7 @@ def train_recommender(
     run = train_run(store, stage, model_name, config, progress=progress)
     result = run.result
     store.write(f"{stage}_history", pd.DataFrame(result.history).assign(model=model_name))
-    _write_json(
+    write_json(
         store.folder(stage) / RUN_RECORD,
         {
             "model": model_name,

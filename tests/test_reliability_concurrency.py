@@ -3,6 +3,7 @@ dataset at a time (a lock per dataset home, released when its holder dies)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import textwrap
 import threading
 import time
+
+import pandas as pd
 
 from tests.conftest import REPO
 
@@ -19,13 +22,15 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # a script runs this checkout's c
 # until writer "b" has written the same file completely: the interleaving that broke two runs.
 WRITER = textwrap.dedent(
     """
-    import json, sys, time
+    import os, sys, time
     from pathlib import Path
 
+    import pandas as pd
     import torch
 
-    import neggen_model.checkpoint as checkpoint
-    import pipeline.training as training
+    from neggen_model.atomic import write_json
+    from neggen_model.checkpoint import write_tensors
+    from pipeline.storage import DatasetStore
 
     folder, role = Path(sys.argv[1]), sys.argv[2]
 
@@ -35,30 +40,27 @@ WRITER = textwrap.dedent(
             assert time.time() < deadline, f"timed out waiting for {name}"
             time.sleep(0.01)
 
-    def paused(function, step):
-        def wrapper(*args, **kwargs):
-            out = function(*args, **kwargs)
-            (folder / f"a-in-{step}").touch()
-            wait_for(f"b-done-{step}")
-            return out
-        return wrapper
-
     writes = {
-        "json": lambda: checkpoint.write_json(folder / "train_state.json", {"writer": role}),
-        "tensors": lambda: checkpoint.write_tensors(folder / "state-00008.safetensors", {"w": torch.ones(4)}),
-        "record": lambda: training._write_json(folder / "latest_run.json", {"writer": role}),
+        "train_state.json": lambda: write_json(folder / "train_state.json", {"writer": role}),
+        "state-00008.safetensors": lambda: write_tensors(folder / "state-00008.safetensors", {"w": torch.ones(4)}),
+        "table.parquet": lambda: DatasetStore(folder.parent, folder.name).write("table", pd.DataFrame({"writer": [role]})),
     }
     if role == "a":
-        json.dump = paused(json.dump, "json")
-        checkpoint.save_file = paused(checkpoint.save_file, "tensors")
-        training.json.dumps = paused(json.dumps, "record")
+        rename = os.replace
+
+        def paused(source, target):
+            (folder / f"a-in-{Path(target).name}").touch()
+            wait_for(f"b-done-{Path(target).name}")
+            rename(source, target)
+
+        os.replace = paused
         for write in writes.values():
             write()
     else:
-        for step, write in writes.items():
-            wait_for(f"a-in-{step}")
+        for name, write in writes.items():
+            wait_for(f"a-in-{name}")
             write()
-            (folder / f"b-done-{step}").touch()
+            (folder / f"b-done-{name}").touch()
     print("ok")
     """
 )
@@ -81,7 +83,10 @@ def test_two_processes_writing_the_same_checkpoint_files_do_not_collide(tmp_path
         assert writer.returncode == 0, f"writer {role}: {err[-2000:]}"
         assert out.strip() == "ok"
     files = sorted(p.name for p in folder.iterdir() if not p.name.startswith(("a-in", "b-done")))
-    assert files == ["latest_run.json", "state-00008.safetensors", "train_state.json"]  # no temporary file left
+    assert files == ["state-00008.safetensors", "table.parquet", "train_state.json"]  # no temporary file left
+    # "a" renamed last: its files are whole, not "b"'s temporary files renamed away under it
+    assert json.loads((folder / "train_state.json").read_text()) == {"writer": "a"}
+    assert pd.read_parquet(folder / "table.parquet").writer.tolist() == ["a"]
 
 
 HOLDER = textwrap.dedent(
