@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.llm.cache import GenerationCache
-from pipeline.llm.config import EngineConfig, GenerationConfig
+from pipeline.config.generation import EngineConfig, GenerationConfig
 from pipeline.llm.engines import build_engine
 from pipeline.llm.engines.base import Engine
 from pipeline.llm.run import FAILURE_COLUMNS, StageRun, generate_stage, join_texts

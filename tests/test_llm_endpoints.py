@@ -22,7 +22,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.demo import DemoConfig, write_demo_source
 from pipeline.generation import STAGE_OF_ASSET, failures_table, run_generation_stage
 from pipeline.llm.cache import GenerationCache
-from pipeline.llm.config import OpenAIEngineConfig
+from pipeline.config.generation import OpenAIEngineConfig
 from pipeline.llm.engines.openai import OpenAIEngine
 from pipeline.llm.run import generate_stage
 from pipeline.llm.testing import FakeServer, completion

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.demo import DemoConfig, write_demo_source
-from pipeline.llm.config import GenerationConfig
+from pipeline.config.generation import GenerationConfig
 from pipeline.llm.engines import Engine, EngineUnavailable, build_engine, parse_engine_config
 from pipeline.llm.prompts import build_description, render_request
 from pipeline.llm.testing import FakeServer, ScriptedEngine, completion

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.llm.config import OpenAIEngineConfig
+from pipeline.config.generation import OpenAIEngineConfig
 from pipeline.llm.engines import EngineUnavailable, build_engine
 from pipeline.llm.engines.openai import OpenAIEngine
 from pipeline.llm.prompts import render_request

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.llm.cache import GenerationCache  # noqa: E402
-from pipeline.llm.config import GenerationConfig  # noqa: E402
+from pipeline.config.generation import GenerationConfig  # noqa: E402
 from pipeline.llm.constrained import (  # noqa: E402
     ConstrainedRow,
     SchemaError,

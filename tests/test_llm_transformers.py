@@ -27,7 +27,7 @@ pytest.importorskip("torch", reason="torch is not installed")
 import torch  # noqa: E402
 
 from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
-from pipeline.llm.config import GenerationConfig, TransformersEngineConfig  # noqa: E402
+from pipeline.config.generation import GenerationConfig, TransformersEngineConfig  # noqa: E402
 from pipeline.llm.engines import EngineUnavailable, build_engine, parse_engine_config  # noqa: E402
 from pipeline.llm.engines import transformers_engine as te  # noqa: E402
 from pipeline.llm.prompts import build_description, render_request  # noqa: E402

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from pipeline.llm.config import GenerationConfig, VLLMEngineConfig
+from pipeline.config.generation import GenerationConfig, VLLMEngineConfig
 from pipeline.llm.engines import EngineUnavailable, build_engine, parse_engine_config
 from pipeline.llm.engines import vllm_engine as ve
 from pipeline.llm.prompts import render_request

@@ -30,7 +30,7 @@ import pytest
 from pipeline.demo import DemoConfig, write_demo_source
 from pipeline.generation import CACHE_FOLDER, failures_table, run_generation_stage
 from pipeline.llm.cache import FILENAME
-from pipeline.llm.config import GenerationConfig
+from pipeline.config.generation import GenerationConfig
 from pipeline.llm.prompts import MASK
 from pipeline.llm.structured import STRUCTURED_TEMPLATES
 from pipeline.sources import read_amazon2014, read_recbole

@@ -12,7 +12,7 @@ negatives by completion (§3.2.3) or directly (§2.1), through interchangeable e
 """
 
 from pipeline.llm.cache import GenerationCache, cache_key
-from pipeline.llm.config import GenerationConfig
+from pipeline.config.generation import GenerationConfig
 from pipeline.llm.engines import Engine, EngineUnavailable, build_engine
 from pipeline.llm.prompts import build_description, render, render_request, template_version
 from pipeline.llm.run import STAGES, StageRun, generate_stage, join_texts

@@ -38,7 +38,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.llm.cache import GenerationCache
-from pipeline.llm.config import PromptMode
+from pipeline.config.generation import PromptMode
 from pipeline.llm.engines.base import Engine
 from pipeline.llm.prompts import MASK, STAGE_TEMPLATES, build_description, render_request, template_version
 from pipeline.llm.structured import (

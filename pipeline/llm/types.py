@@ -16,24 +16,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.config.generation import SamplingParams
+
 IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
               ".webp": "image/webp", ".gif": "image/gif"}  # fmt: skip
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SamplingParams(_Frozen):
-    """How to sample. Part of every cache key; retries change only `seed`."""
-
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(default=256, ge=1, le=32_768)
-    seed: int = Field(default=0, ge=0, description="Sampling seed; retry k uses seed + k.")
-
-    def with_seed(self, seed: int) -> SamplingParams:
-        return self.model_copy(update={"seed": seed})
 
 
 class TextPart(_Frozen):

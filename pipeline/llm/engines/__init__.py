@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 from pydantic import TypeAdapter
 
-from pipeline.llm.config import (
+from pipeline.config.generation import (
     CatalogEngineConfig,
     EngineConfig,
     OpenAIEngineConfig,

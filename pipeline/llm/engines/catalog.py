@@ -37,7 +37,7 @@ from difflib import SequenceMatcher
 
 import pandas as pd
 
-from pipeline.llm.config import CatalogEngineConfig
+from pipeline.config.generation import CatalogEngineConfig
 from pipeline.llm.engines.base import Engine
 from pipeline.llm.engines.visual import FEATURE_PREFIX
 from pipeline.llm.lexicon import CORE_VALUES, LEXICONS, STOPWORDS

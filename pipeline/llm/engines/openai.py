@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from pipeline.llm.config import OpenAIEngineConfig
+from pipeline.config.generation import OpenAIEngineConfig
 from pipeline.llm.engines.base import Engine, EngineUnavailable
 from pipeline.llm.types import ImagePart, Message, Request, Result, TextPart
 

@@ -68,7 +68,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.llm.config import TransformersEngineConfig
+from pipeline.config.generation import TransformersEngineConfig
 from pipeline.llm.constrained import ConstrainedRow, SchemaError, SchemaLogitsProcessor, TokenVocabulary, compile_schema
 from pipeline.llm.engines.base import Engine, EngineUnavailable, folder_identity, looks_like_hub_id
 from pipeline.llm.engines.visual import open_image

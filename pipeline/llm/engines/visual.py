@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.llm.config import VisualEngineConfig
+from pipeline.config.generation import VisualEngineConfig
 from pipeline.llm.engines.base import Engine
 from pipeline.llm.lexicon import COLOUR_PALETTE, VISUAL_PATTERNS, VISUAL_SHAPES
 from pipeline.llm.types import ImagePart, Request, Result

@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.llm.config import VLLMEngineConfig
+from pipeline.config.generation import VLLMEngineConfig
 from pipeline.llm.engines.base import Engine, EngineUnavailable, folder_identity, looks_like_hub_id
 from pipeline.llm.engines.openai import message_payload, server_schema
 from pipeline.llm.types import Request, Result

@@ -15,8 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS, NegGenConfig, TrainConfig
 from neggen_model.models import BASELINES
-from pipeline.demo import DemoConfig
-from pipeline.llm.config import GenerationConfig
+from pipeline.config.demo import DemoConfig
+from pipeline.config.generation import GenerationConfig
 
 CONFIG_FILENAME = "neggen.yaml"
 CONFIG_ENV = "NEGGEN_CONFIG"

@@ -1,4 +1,4 @@
-"""Typed configuration of the generation engines (one block per engine `kind`)."""
+"""Typed configuration of the generation stage: sampling, and the engines (one block per engine `kind`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,26 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.llm.types import SamplingParams
-
 #: How a generator is prompted (see pipeline/llm/structured.py for `structured`).
 PromptMode = Literal["free_text", "structured"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SamplingParams(BaseModel):
+    """How to sample. Part of every cache key (it travels in each `Request`); retries change only `seed`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=256, ge=1, le=32_768)
+    seed: int = Field(default=0, ge=0, description="Sampling seed; retry k uses seed + k.")
+
+    def with_seed(self, seed: int) -> SamplingParams:
+        return self.model_copy(update={"seed": seed})
 
 
 class _LanguageModelEngine(_Strict):
