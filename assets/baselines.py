@@ -9,16 +9,17 @@ import time
 import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
-from pipeline.baselines import GRID_TABLE, METRICS_TABLE, STAGE, run_baselines
 from assets.resources import NeggenResource
+from pipeline import tables
+from pipeline.baselines import run_baselines
 
 
 @dg.asset(
-    name=STAGE,
+    name=tables.BASELINES,
     partitions_def=dataset_partitions,
     group_name="model",
     kinds={"pytorch", "safetensors", "parquet"},
-    deps=["interactions", "text_embeddings", "image_embeddings"],
+    deps=[tables.INTERACTIONS, tables.TEXT_EMBEDDINGS, tables.IMAGE_EMBEDDINGS],
     description="The Table 2 baselines configured under `baselines:` (default VBPR and FREEDOM): the "
     "multi-modal ones on the item content of the embedding stores (text: mean of the item's field vectors; "
     "visual: picture features; skipped, with the reason, on a dataset without content), IRGAN, and LightGCN "
@@ -26,7 +27,7 @@ from assets.resources import NeggenResource
     "params: the sampler's), which read no content. Each baseline's small grid searched at the first seed "
     "on validation Recall@20 only, the "
     "chosen setting trained at every seed to early stopping and tested once. Writes "
-    f"`{METRICS_TABLE}` (metric rows, joined into `metrics`) and `{GRID_TABLE}` (every grid run); "
+    f"`{tables.BASELINES_METRICS}` (metric rows, joined into `metrics`) and `{tables.BASELINES_GRID}` (every grid run); "
     "runs in baselines/<model>-<key>/, reused or resumed by key.",
 )
 def baselines(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:

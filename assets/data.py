@@ -11,9 +11,10 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.partitions import dataset_partitions, dataset_of
+from assets.resources import NeggenResource
+from pipeline import tables
 from pipeline.datastage import build_interactions, build_items, build_users
 from pipeline.duck import connect, create_stage_view, named_query
-from assets.resources import NeggenResource
 from pipeline.source_items import record_changes
 from pipeline.storage import DatasetStore
 
@@ -73,7 +74,8 @@ def _specs(asset: str, *checks: str) -> list[dg.AssetCheckSpec]:
     partitions_def=dataset_partitions,
     group_name="data",
     kinds={"duckdb", "parquet"},
-    check_specs=_specs("interactions", "kcore_violations", "duplicate_pairs", "users_without_train"),
+    name=tables.INTERACTIONS,
+    check_specs=_specs(tables.INTERACTIONS, "kcore_violations", "duplicate_pairs", "users_without_train"),
     description="User–item interactions: duplicates collapsed, k-core to a fixpoint, "
     "contiguous ids (source ids kept), split train/valid/test.",
 )
@@ -84,13 +86,13 @@ def interactions(context: dg.AssetExecutionContext, neggen: NeggenResource):
     raw = neggen.raw_source(dataset_name)
     table = build_interactions(raw, dataset.kcore, dataset.split_seed, dataset.use_given_split)
     frame = table.interactions
-    checked = {"interactions": frame}
-    yield from _validated("interactions", store.table_path("interactions"), [
-        _check_tables(checked, "interactions", "kcore_violations", k=dataset.kcore),
-        _check_tables(checked, "interactions", "duplicate_pairs"),
-        _check_tables(checked, "interactions", "users_without_train"),
+    checked = {tables.INTERACTIONS: frame}
+    yield from _validated(tables.INTERACTIONS, store.table_path(tables.INTERACTIONS), [
+        _check_tables(checked, tables.INTERACTIONS, "kcore_violations", k=dataset.kcore),
+        _check_tables(checked, tables.INTERACTIONS, "duplicate_pairs"),
+        _check_tables(checked, tables.INTERACTIONS, "users_without_train"),
     ])  # fmt: skip
-    path = store.write("interactions", frame)
+    path = store.write(tables.INTERACTIONS, frame)
     removed = len(raw.interactions) - table.duplicates_collapsed - len(frame)
     rounds = "\n".join(
         f"| {r.round} | {r.interactions:,} | {r.users:,} | {r.items:,} |" for r in table.kcore_rounds
@@ -130,7 +132,7 @@ def _side_table_asset(name: str, build, check: str, description: str, record_sou
         partitions_def=dataset_partitions,
         group_name="data",
         kinds={"parquet"},
-        deps=["interactions"],
+        deps=[tables.INTERACTIONS],
         check_specs=_specs(name, check),
         description=description,
     )
@@ -138,7 +140,7 @@ def _side_table_asset(name: str, build, check: str, description: str, record_sou
         dataset_name = dataset_of(context)
         store = neggen.store(dataset_name)
         raw = neggen.raw_source(dataset_name)
-        frame = build(raw, store.read("interactions"))
+        frame = build(raw, store.read(tables.INTERACTIONS))
         yield from _validated(name, store.table_path(name), [_check_tables({name: frame}, name, check)])
         path = store.write(name, frame)
         source = {}
@@ -163,13 +165,13 @@ def _side_table_asset(name: str, build, check: str, description: str, record_sou
 
 
 items = _side_table_asset(
-    "items", build_items, "item_map_violations",
+    tables.ITEMS, build_items, "item_map_violations",
     "One row per item: ids, title, brand, categories, description, image path and status "
     "('ok', 'missing' when the file is absent, 'corrupt' when it does not decode as a picture, "
     "'none' when the source has no images). Also records the source's item digests in source_items.parquet.",
     record_source=True,
 )
 users = _side_table_asset(
-    "users", build_users, "user_map_violations",
+    tables.USERS, build_users, "user_map_violations",
     "One row per user: ids and interaction counts per split.",
 )

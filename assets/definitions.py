@@ -14,9 +14,9 @@ import assets.generation
 import assets.model
 import assets.report
 from assets.partitions import dataset_partitions
-from pipeline.config import CONFIG_ENV
 from assets.progress import progress_logger
 from assets.resources import NeggenResource
+from pipeline.config import CONFIG_ENV
 from pipeline.source_items import check_source
 from pipeline.sources import SourceError
 

@@ -8,9 +8,10 @@ content in `<home>/<dataset>/embedding_cache/` (see pipeline/encoding.py).
 import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
-from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE, EncodingRun, build_image_embeddings, build_text_embeddings
 from assets.resources import NeggenResource
-from pipeline.study import HARDNESS_TABLE, hardness_table
+from pipeline import tables
+from pipeline.encoding import EncodingRun, build_image_embeddings, build_text_embeddings
+from pipeline.study import hardness_table
 
 _FINITE = "No vector holds NaN or inf."
 _DIMS = "All vectors come from one encoder and have one dimension."
@@ -28,16 +29,17 @@ def _results(context: dg.AssetExecutionContext, asset: str, path, run: EncodingR
 
 
 @dg.asset(
+    name=tables.TEXT_EMBEDDINGS,
     partitions_def=dataset_partitions,
     group_name="encoding",
     kinds={"pytorch", "parquet"},
-    deps=["item_descriptions", "negative_descriptions", "direct_negatives"],
+    deps=[tables.ITEM_DESCRIPTIONS, tables.NEGATIVE_DESCRIPTIONS, tables.DIRECT_NEGATIVES],
     check_specs=[
-        dg.AssetCheckSpec("original_and_generated", asset=TEXT_STAGE, blocking=True,
+        dg.AssetCheckSpec("original_and_generated", asset=tables.TEXT_EMBEDDINGS, blocking=True,
                           description="Every item has an original and a generated vector for each field it "
                                       "has, or the generation stage recorded it as failed."),
-        dg.AssetCheckSpec("finite", asset=TEXT_STAGE, blocking=True, description=_FINITE),
-        dg.AssetCheckSpec("dims", asset=TEXT_STAGE, blocking=True, description=_DIMS),
+        dg.AssetCheckSpec("finite", asset=tables.TEXT_EMBEDDINGS, blocking=True, description=_FINITE),
+        dg.AssetCheckSpec("dims", asset=tables.TEXT_EMBEDDINGS, blocking=True, description=_DIMS),
     ],  # fmt: skip
     description="§3.2.4 eq. 8-9: each field (title, brand, categories, image, description) of each item's "
     "original description and of its negatives embedded by the text encoder; one row per "
@@ -47,17 +49,18 @@ def text_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
     dataset = dataset_of(context)
     store = neggen.store(dataset)
     run = build_text_embeddings(store, neggen.config.encoding_config(dataset))
-    yield from _results(context, TEXT_STAGE, store.table_path(TEXT_STAGE), run)
+    yield from _results(context, tables.TEXT_EMBEDDINGS, store.table_path(tables.TEXT_EMBEDDINGS), run)
 
 
 @dg.asset(
+    name=tables.IMAGE_EMBEDDINGS,
     partitions_def=dataset_partitions,
     group_name="encoding",
     kinds={"pytorch", "parquet"},
-    deps=["items"],
+    deps=[tables.ITEMS],
     check_specs=[
-        dg.AssetCheckSpec("finite", asset=IMAGE_STAGE, blocking=True, description=_FINITE),
-        dg.AssetCheckSpec("dims", asset=IMAGE_STAGE, blocking=True, description=_DIMS),
+        dg.AssetCheckSpec("finite", asset=tables.IMAGE_EMBEDDINGS, blocking=True, description=_FINITE),
+        dg.AssetCheckSpec("dims", asset=tables.IMAGE_EMBEDDINGS, blocking=True, description=_DIMS),
     ],
     description="The visual features of each item's picture (EfficientNet-Lite0 by default, or the "
     "dataset's precomputed image_feat.npy); items without a picture have no row.",
@@ -66,14 +69,15 @@ def image_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
     dataset = dataset_of(context)
     store = neggen.store(dataset)
     run = build_image_embeddings(store, neggen.config.encoding_config(dataset), neggen.dataset(dataset).path)
-    yield from _results(context, IMAGE_STAGE, store.table_path(IMAGE_STAGE), run)
+    yield from _results(context, tables.IMAGE_EMBEDDINGS, store.table_path(tables.IMAGE_EMBEDDINGS), run)
 
 
 @dg.asset(
+    name=tables.NEGATIVE_HARDNESS,
     partitions_def=dataset_partitions,
     group_name="encoding",
     kinds={"parquet"},
-    deps=[TEXT_STAGE, IMAGE_STAGE],
+    deps=[tables.TEXT_EMBEDDINGS, tables.IMAGE_EMBEDDINGS],
     description="How hard each item's negative is, per negative source (generated, direct): `hardness` = "
     "cosine of the item's regenerated attribute encodings before and after (1 = unchanged), `cohesion` = "
     "cosine of the negative with its nearest other real item, `changed_tokens` = attributes changed. "
@@ -82,7 +86,7 @@ def image_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
 def negative_hardness(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
     store = neggen.store(dataset_of(context))
     table = hardness_table(store)
-    path = store.write(HARDNESS_TABLE, table)
+    path = store.write(tables.NEGATIVE_HARDNESS, table)
     summary = table.groupby("source")[["hardness", "cohesion", "changed_tokens"]].mean().round(4)
     unchanged = table[table.changed_tokens == 0].groupby("source").size().reindex(summary.index, fill_value=0)
     context.log.info(f"negative hardness (means per source):\n{summary.to_string()}")

@@ -14,33 +14,30 @@ import numpy as np
 import pandas as pd
 
 from assets.partitions import dataset_of, dataset_partitions
-from pipeline.generation import STAGE_OF_ASSET, run_generation_stage
-from pipeline.llm.validate import check
 from assets.resources import NeggenResource
-
-# What each asset's rows must satisfy, and which earlier texts the check needs.
-_SOURCES = {
-    "item_descriptions": (),
-    "masked_descriptions": ("item_descriptions",),
-    "negative_descriptions": ("item_descriptions", "masked_descriptions"),
-    "direct_negatives": ("item_descriptions",),
-}
+from pipeline.generation import input_tables, run_generation_stage
+from pipeline.llm.stages import STAGES, GenerationStage
+from pipeline.tables import ITEMS
 
 
-def _generation_asset(name: str, deps: list[str], description: str):
+def _generation_asset(stage: GenerationStage):
+    """The asset of one generation stage (pipeline/llm/stages.py): it writes the stage's table,
+    after the tables the stage reads (the items' for the first)."""
+    name = stage.table
+
     @dg.asset(
         name=name,
         partitions_def=dataset_partitions,
         group_name="generation",
         kinds={"parquet"},
-        deps=deps,
+        deps=list(input_tables(stage).values()) or [ITEMS],
         check_specs=[
             dg.AssetCheckSpec("coverage", asset=name, blocking=True,
                               description="Every item has an output or a recorded failure."),
             dg.AssetCheckSpec("validity", asset=name, blocking=True,
                               description="Every output passes its stage's validation."),
         ],
-        description=description,
+        description=stage.summary,
     )
     def _asset(context: dg.AssetExecutionContext, neggen: NeggenResource):
         dataset = dataset_of(context)
@@ -63,7 +60,7 @@ def _generation_asset(name: str, deps: list[str], description: str):
                 **({"hardness_token_jaccard": round(similarity["mean"], 4)} if similarity else {}),
             }
         )
-        items = store.read("items", columns=["item_id"])
+        items = store.read(ITEMS, columns=["item_id"])
         covered = set(run.outputs.item_id) | set(run.failures.item_id)
         missing = sorted(set(items.item_id) - covered)
         yield dg.AssetCheckResult(
@@ -72,7 +69,7 @@ def _generation_asset(name: str, deps: list[str], description: str):
                       "failures_here": meta["failed_here"], "failures_upstream": meta["failed_upstream"],
                       "missing": len(missing), "sample_missing": str(missing[:10])},
         )
-        invalid = _invalid_outputs(store, name, run.outputs)
+        invalid = _invalid_outputs(store, stage, run.outputs)
         yield dg.AssetCheckResult(
             check_name="validity", passed=invalid.empty,
             metadata={"invalid": len(invalid), "sample": invalid.head(5).to_string(index=False) if len(invalid) else "none"},
@@ -81,15 +78,15 @@ def _generation_asset(name: str, deps: list[str], description: str):
     return _asset
 
 
-def _invalid_outputs(store, name: str, outputs: pd.DataFrame) -> pd.DataFrame:
-    stage = STAGE_OF_ASSET[name]
+def _invalid_outputs(store, stage: GenerationStage, outputs: pd.DataFrame) -> pd.DataFrame:
+    """The outputs that fail their stage's check, judged against the earlier texts it read."""
     frame = outputs[["item_id", "text"]]
-    for source in _SOURCES[name]:
+    for earlier, table in input_tables(stage).items():
         frame = frame.merge(
-            store.read(source, columns=["item_id", "text"]).rename(columns={"text": source}), on="item_id"
+            store.read(table, columns=["item_id", "text"]).rename(columns={"text": earlier}), on="item_id"
         )
     verdicts = [
-        check(stage, row.text, getattr(row, "item_descriptions", ""), getattr(row, "masked_descriptions", ""))
+        stage.check(row.text, getattr(row, "description", ""), getattr(row, "masked", ""))
         for row in frame.itertuples(index=False)
     ]
     reasons = pd.Series([v.reason for v in verdicts], index=frame.index, dtype=object)
@@ -97,23 +94,7 @@ def _invalid_outputs(store, name: str, outputs: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(reason=reasons).loc[invalid, ["item_id", "reason"]]
 
 
-item_descriptions = _generation_asset(
-    "item_descriptions", ["items"],
-    "§3.2.1 Description Generation: the image described as text (by the configured describer; "
-    "feature-derived text is labelled so) merged with title, brand and categories.",
-)
-masked_descriptions = _generation_asset(
-    "masked_descriptions", ["item_descriptions"],
-    "§3.2.2 Attribute Masking: key attributes of each description replaced by [MASK].",
-)
-negative_descriptions = _generation_asset(
-    "negative_descriptions", ["masked_descriptions"],
-    "§3.2.3 Attribute Completion: each [MASK] filled with a contrasting value — the item's negative.",
-)
-direct_negatives = _generation_asset(
-    "direct_negatives", ["item_descriptions"],
-    "§2.1 Direct Generation: a negative written in one step from the positive attributes (the paper's baseline).",
-)
+generation_assets = [_generation_asset(stage) for stage in STAGES.values()]
 
 regenerate_negatives = dg.define_asset_job(
     "regenerate_negatives",

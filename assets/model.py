@@ -8,15 +8,17 @@ import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
 from assets.resources import NeggenResource
-from pipeline.study import HISTORY_TABLE, STAGE, run_study
-from pipeline.training import METRICS_STAGE, RUN_KEY, STUDY_METRICS, collect_metrics, train_recommender
+from pipeline import tables
+from pipeline.study import run_study
+from pipeline.training import BASE_MODEL, RUN_KEY, collect_metrics, train_recommender
 
 
 @dg.asset(
+    name=tables.BASE_MODEL,
     partitions_def=dataset_partitions,
     group_name="model",
     kinds={"pytorch", "safetensors"},
-    deps=["interactions"],
+    deps=[tables.INTERACTIONS],
     description="LightGCN (paper eq. 6-7) trained with BPR and uniform negatives to early "
     "stopping on validation Recall@20; the test split scored once at the best epoch. "
     "Weights in base_model/<run>/ (safetensors); a re-run with the same data and config "
@@ -24,7 +26,7 @@ from pipeline.training import METRICS_STAGE, RUN_KEY, STUDY_METRICS, collect_met
 )
 def base_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
     dataset = dataset_of(context)
-    run = train_recommender(neggen.store(dataset), "base_model", "lightgcn", neggen.config.train_config(dataset))
+    run = train_recommender(neggen.store(dataset), tables.BASE_MODEL, BASE_MODEL, neggen.config.train_config(dataset))
     context.log.info(
         f"lightgcn on {dataset}: best epoch {run.result.best_epoch} of {run.result.epochs_run}, "
         f"test recall@20 {run.result.test['mmrec']['recall@20']:.4f} (mmrec mode)"
@@ -33,16 +35,16 @@ def base_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.
 
 
 @dg.asset(
-    name=STAGE,
+    name=tables.NEGGEN_MODEL,
     partitions_def=dataset_partitions,
     group_name="model",
     kinds={"pytorch", "safetensors", "parquet"},
-    deps=["base_model", "text_embeddings", "image_embeddings"],
+    deps=[tables.BASE_MODEL, tables.TEXT_EMBEDDINGS, tables.IMAGE_EMBEDDINGS],
     description="NegGen (paper §3.3-3.4) on the trained LightGCN of each seed: the shipped `neggen`, "
     "the printed `neggen_paper` and the configured ablations (w/o NEG, w/o CF, w/o both, V / T only, "
     "direct negatives, fine-tuned base) and the λ/β/α/τ sweep, each scored at epoch 0, early-stopped on "
     "validation and tested once. "
-    f"Writes `{STUDY_METRICS}` (metric rows of every run) and `{HISTORY_TABLE}` (per epoch, "
+    f"Writes `{tables.NEGGEN_METRICS}` (metric rows of every run) and `{tables.NEGGEN_HISTORY}` (per epoch, "
     "with the gradient magnitude of the negatives per modality); runs in neggen_model/<run>/.",
 )
 def neggen_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
@@ -70,10 +72,11 @@ def neggen_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> d
 
 
 @dg.asset(
+    name=tables.METRICS,
     partitions_def=dataset_partitions,
     group_name="model",
     kinds={"parquet"},
-    deps=["base_model", STAGE, "baselines"],
+    deps=[tables.BASE_MODEL, tables.NEGGEN_MODEL, tables.BASELINES],
     description="One row per (model, split, mode, metric, k, value) with run metadata "
     "(study, seed, λ/α/τ for NegGen runs, epochs, best epoch, wall time): LightGCN, every "
     "NegGen run and the multi-modal baselines. `mode` is the evaluation protocol: `mmrec` "
@@ -82,7 +85,7 @@ def neggen_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> d
 def metrics(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
     store = neggen.store(dataset_of(context))
     table = collect_metrics(store)
-    path = store.write(METRICS_STAGE, table)
+    path = store.write(tables.METRICS, table)
     test = table[(table.split == "test") & (table["mode"] == "mmrec") & (table.study == "main")]
     return dg.MaterializeResult(
         metadata={

@@ -11,13 +11,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import dataset_of, dataset_partitions
-from pipeline.report import build_report
 from assets.resources import NeggenResource
-from pipeline.training import METRICS_STAGE
+from pipeline import tables
+from pipeline.report import build_report
 
-HISTORY_STAGE = "neggen_history"
-REPORT_STAGE = "report"
-TABLES_STAGE = "report_tables"
 
 
 def _inline_png(path: Path) -> str:
@@ -26,10 +23,11 @@ def _inline_png(path: Path) -> str:
 
 
 @dg.asset(
+    name=tables.REPORT,
     partitions_def=dataset_partitions,
     group_name="report",
     kinds={"parquet", "matplotlib"},
-    deps=[METRICS_STAGE],
+    deps=[tables.METRICS],
     description="The paper's Tables 2, 4, 5 and the §2.1 comparison (test split, mmrec mode, mean ± std "
     "over seeds; Table 2: NegGen's paired t-test against the best other model and against every other row) "
     "and Figures 3, 6 (a point per source of negatives: uniform, each hard sampler, NegGen's), 7, as "
@@ -39,9 +37,9 @@ def _inline_png(path: Path) -> str:
 def report(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
     dataset = dataset_of(context)
     store = neggen.store(dataset)
-    history = store.read(HISTORY_STAGE) if store.table_path(HISTORY_STAGE).exists() else None
-    result = build_report(store.read(METRICS_STAGE), history, store.folder(REPORT_STAGE), dataset)
-    tables_path = store.write(TABLES_STAGE, result.tables)
+    history = store.read(tables.NEGGEN_HISTORY) if store.table_path(tables.NEGGEN_HISTORY).exists() else None
+    result = build_report(store.read(tables.METRICS), history, store.folder(tables.REPORT), dataset)
+    tables_path = store.write(tables.REPORT_TABLES, result.tables)
     images = {name: _inline_png(path) for name, path in result.figures.items()}
     # The markdown links its figures by relative path; inline them so the UI shows the whole report.
     markdown = result.markdown

@@ -50,8 +50,8 @@ sys.path.insert(0, str(REPO))
 from bench.report import Report  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.llm.cache import GenerationCache  # noqa: E402
 from pipeline.config.generation import GenerationConfig  # noqa: E402
+from pipeline.llm.cache import GenerationCache  # noqa: E402
 from pipeline.llm.engines import build_engine  # noqa: E402
 from pipeline.llm.prompts import MASK, TOKEN_PATTERN  # noqa: E402
 from pipeline.llm.run import generate_stage, join_texts  # noqa: E402

@@ -33,19 +33,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from assets.resources import NeggenResource
 from neggen_model.checkpoint import load_model
 from neggen_model.config import NegGenConfig
+from neggen_model.evaluate import rank_metrics
 from neggen_model.features import ItemFeatures, ModalityToken
 from neggen_model.models.lightgcn import LightGCN
 from neggen_model.models.neggen import NegGen
-from neggen_model.trainer import Trainer
-from neggen_model.evaluate import rank_metrics
 from neggen_model.sampling import UniformNegativeSampler
+from neggen_model.trainer import Trainer
 from pipeline.config import load_config
 from pipeline.demo import VOCABULARY, read_world
-from assets.resources import NeggenResource
 from pipeline.study import load_item_features, neggen_train_config
-from pipeline.training import BASE_MODEL, BASE_STAGE, load_interaction_data, train_run
+from pipeline.tables import BASE_MODEL as BASE_STAGE
+from pipeline.training import BASE_MODEL, load_interaction_data, train_run
 
 ORACLE_WEIGHTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
 

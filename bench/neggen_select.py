@@ -24,9 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from assets.resources import NeggenResource  # noqa: E402
 from neggen_model.config import NegGenConfig  # noqa: E402
 from pipeline.config import StudyConfig, load_config  # noqa: E402
-from assets.resources import NeggenResource  # noqa: E402
 from pipeline.study import run_study  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -36,16 +36,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.report import Report  # noqa: E402
+from assets.resources import NeggenResource  # noqa: E402
 from neggen_model.checkpoint import load_model  # noqa: E402
 from neggen_model.evaluate import evaluate  # noqa: E402
 from neggen_model.models.neggen import NegGen  # noqa: E402
 from neggen_model.trainer import Trainer  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.encoding import IMAGE_STAGE, TEXT_STAGE  # noqa: E402
-from assets.resources import NeggenResource  # noqa: E402
 from pipeline.storage import DatasetStore  # noqa: E402
-from pipeline.study import STAGE, neggen_train_config, planned_runs, stage_inputs, run_study  # noqa: E402
-from pipeline.training import BASE_MODEL, BASE_STAGE, train_run  # noqa: E402
+from pipeline.study import neggen_train_config, planned_runs, stage_inputs, run_study  # noqa: E402
+from pipeline.tables import BASE_MODEL as BASE_STAGE  # noqa: E402
+from pipeline.tables import IMAGE_EMBEDDINGS as IMAGE_STAGE  # noqa: E402
+from pipeline.tables import NEGGEN_MODEL as STAGE  # noqa: E402
+from pipeline.tables import TEXT_EMBEDDINGS as TEXT_STAGE  # noqa: E402
+from pipeline.training import BASE_MODEL, train_run  # noqa: E402
 from pipeline.workers import usable_cores  # noqa: E402
 
 

@@ -29,9 +29,9 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from assets.resources import NeggenResource  # noqa: E402
 from pipeline.baselines import run_baselines  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from assets.resources import NeggenResource  # noqa: E402
 from pipeline.study import run_study  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import DatasetConfig  # noqa: E402
+from pipeline.config.generation import GenerationConfig  # noqa: E402
 from pipeline.datastage import build_interactions, build_items  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.llm.cache import GenerationCache  # noqa: E402
-from pipeline.config.generation import GenerationConfig  # noqa: E402
 from pipeline.llm.engines import build_engine  # noqa: E402
 from pipeline.llm.run import StageRun, generate_stage, join_texts  # noqa: E402
 from pipeline.sources import read_amazon2014  # noqa: E402

@@ -28,13 +28,12 @@ from neggen_model.data import InteractionData
 from neggen_model.models import BASELINES, CONTENT_MODELS, SAMPLER_BASELINES, build_model
 from neggen_model.models.irgan import IRGANParams
 from neggen_model.trainer import Trainer, TrainResult
+from pipeline import tables
 from pipeline.config import BaselinesConfig
-from pipeline.encoding import TEXT_STAGE
 from pipeline.lock import dataset_lock
 from pipeline.storage import DatasetStore
 from pipeline.study import load_item_features, stage_data, stage_inputs
 from pipeline.training import (
-    BASELINES_METRICS,
     TrainedRun,
     content_key,
     metric_rows,
@@ -44,10 +43,6 @@ from pipeline.training import (
 )
 from pipeline.workers import run_all
 
-STAGE = "baselines"
-#: Metric rows of the chosen setting at every seed (joins the metrics table), and every grid run.
-METRICS_TABLE = BASELINES_METRICS
-GRID_TABLE = "baselines_grid"
 SELECT_METRIC = "recall@20"
 
 
@@ -92,13 +87,13 @@ def irgan_pretraining(
     if params.pretrain == "none":
         return None
     config = train_config if params.pretrain_epochs is None else train_config.model_copy(update={"epochs": params.pretrain_epochs})
-    with dataset_lock(store.folder(STAGE) / f"bpr-{run_key('bpr', config, data)}", "IRGAN's BPR-MF pre-training"):
-        return train_run(store, STAGE, "bpr", config, data, progress)
+    with dataset_lock(store.folder(tables.BASELINES) / f"bpr-{run_key('bpr', config, data)}", "IRGAN's BPR-MF pre-training"):
+        return train_run(store, tables.BASELINES, "bpr", config, data, progress)
 
 
 def dataset_content(store: DatasetStore) -> ItemContent | None:
     """The dataset's item content, or None when it has no embedding stores (Baby here: interactions only)."""
-    if not store.table_path(TEXT_STAGE).exists():
+    if not store.table_path(tables.TEXT_EMBEDDINGS).exists():
         return None
     return pool_item_content(stage_inputs(store)[1])
 
@@ -121,10 +116,10 @@ def train_baseline(
         pretrained = None if pretraining is None else load_model(pretraining.run_dir, data, train_config.device)[0]
         inputs["pretrain"] = None if pretraining is None else pretraining.run_dir.name
         instance = build_model(model, data, train_config, params=params, pretrained=pretrained)
-    run_dir = store.folder(STAGE) / f"{model}-{content_key(inputs)}"
+    run_dir = store.folder(tables.BASELINES) / f"{model}-{content_key(inputs)}"
     result = Trainer(instance, data, train_config, checkpoint_dir=run_dir, progress=progress).fit()
     write_json(run_dir / "params.json", {"model": model, "params": params})
-    return BaselineRun(model, params, train_config.seed, f"{STAGE}/{run_dir.name}", result)
+    return BaselineRun(model, params, train_config.seed, f"{tables.BASELINES}/{run_dir.name}", result)
 
 
 def _finished_at(store: DatasetStore, run: BaselineRun) -> str:
@@ -140,10 +135,11 @@ def run_baselines(
     log: Callable[[str], None] = lambda line: None,
 ) -> BaselinesResult:
     """Grid at the first seed, chosen setting at every seed, `config.workers` runs at a time
-    (pipeline/workers.py); writes METRICS_TABLE and GRID_TABLE."""
+    (pipeline/workers.py); writes the metric rows of the chosen setting at every seed
+    (tables.BASELINES_METRICS, joined into the metrics table) and every grid run (tables.BASELINES_GRID)."""
     content = dataset_content(store)
     if content is None:
-        log(f"item content: none ({TEXT_STAGE} not materialized)")
+        log(f"item content: none ({tables.TEXT_EMBEDDINGS} not materialized)")
     else:
         log(f"item content: {', '.join(f'{m} {v.shape[1]}-d' for m, v in content.matrices().items())}")
     progress = progress and config.workers == 1  # epoch bars of several processes would interleave
@@ -187,11 +183,11 @@ def run_baselines(
         for run in of_model:
             r = run.result
             columns = run_columns(model, "main", run.seed, run.run_dir)
-            metrics.extend(metric_rows(columns, asdict(r), STAGE, store.dataset, _finished_at(store, run)))
+            metrics.extend(metric_rows(columns, asdict(r), tables.BASELINES, store.dataset, _finished_at(store, run)))
             log(f"{model} seed {run.seed}: best epoch {r.best_epoch}/{r.epochs_run}, valid {SELECT_METRIC} "
                 f"{r.best_valid[SELECT_METRIC]:.4f}, test {SELECT_METRIC} {r.test['mmrec'][SELECT_METRIC]:.4f} ({r.wall_seconds:.1f}s)")  # fmt: skip
     out = BaselinesResult(pd.DataFrame(metrics), pd.DataFrame(grid_rows), chosen, skipped)
-    for table, frame in ((METRICS_TABLE, out.metrics), (GRID_TABLE, out.grid)):
+    for table, frame in ((tables.BASELINES_METRICS, out.metrics), (tables.BASELINES_GRID, out.grid)):
         if len(frame):
             store.write(table, frame)
         else:  # nothing ran: no stale rows of an earlier config may reach the metrics table

@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import tables
 from pipeline.config import EncodingConfig
 from pipeline.encoders import (
     BatchedEncoder,
@@ -39,14 +40,11 @@ from pipeline.encoders import (
 from pipeline.llm.cache import DurableStore
 from pipeline.storage import DatasetStore, file_digest
 
-TEXT_STAGE = "text_embeddings"
-IMAGE_STAGE = "image_embeddings"
 CACHE_FOLDER = "embedding_cache"
 # Which description table gives which `version`; direct_negatives is optional.
-VERSION_OF_TABLE = {"item_descriptions": "original", "negative_descriptions": "generated", "direct_negatives": "direct"}
-OPTIONAL_TABLES = ("direct_negatives",)
-DESCRIPTION_FAILURES = "item_descriptions_failures"
-NEGATIVE_FAILURES = "negative_descriptions_failures"
+VERSION_OF_TABLE = {tables.ITEM_DESCRIPTIONS: "original", tables.NEGATIVE_DESCRIPTIONS: "generated",
+                    tables.DIRECT_NEGATIVES: "direct"}  # fmt: skip
+OPTIONAL_TABLES = (tables.DIRECT_NEGATIVES,)
 VISUAL_TEXT_FIELD = "image"  # the picture described as text (§3.2.1): visual modality
 IMAGE_FIELD = "image_features"
 
@@ -197,7 +195,7 @@ def build_text_embeddings(store: DatasetStore, config: EncodingConfig) -> Encodi
         done = encode_cached(encoder, [text_digest(text) for text in distinct], distinct, cache)
     index = {text: i for i, text in enumerate(distinct)}
     table = vector_table(rows, encoder.identity, done.vectors[[index[text] for text in rows["text"]]])
-    store.write(TEXT_STAGE, table)
+    store.write(tables.TEXT_EMBEDDINGS, table)
     seconds = time.perf_counter() - start
     items = int(rows["item_id"].nunique())
     meta = {
@@ -208,13 +206,13 @@ def build_text_embeddings(store: DatasetStore, config: EncodingConfig) -> Encodi
         **{f"rows_{version}": int(n) for version, n in rows["version"].value_counts().items()},
         "fields": ", ".join(rows["field"].unique()),
     }  # fmt: skip
-    item_ids = store.read("items", columns=["item_id"])["item_id"]
+    item_ids = store.read(tables.ITEMS, columns=["item_id"])["item_id"]
     # The generation stage records the items it could not describe or write a negative for (its
     # coverage checks accept them, and an item that failed upstream is recorded in every later
     # stage). Without a description an item has no original text tokens; without a negative it
     # keeps its original tokens only, and NegGen gives it no contrast.
-    without_description = _failed_items(store, DESCRIPTION_FAILURES)
-    without_negative = _failed_items(store, NEGATIVE_FAILURES)
+    without_description = _failed_items(store, tables.failures_table(tables.ITEM_DESCRIPTIONS))
+    without_negative = _failed_items(store, tables.failures_table(tables.NEGATIVE_DESCRIPTIONS))
     meta["items_without_description"] = len(without_description)
     meta["items_without_negative"] = len(without_negative)
     pairing = _pairing_check(rows, item_ids, {"original": without_description, "generated": without_negative})
@@ -230,7 +228,7 @@ def _failed_items(store: DatasetStore, failures: str) -> set[int]:
 def build_image_embeddings(store: DatasetStore, config: EncodingConfig, dataset_folder: Path | None) -> EncodingRun:
     """Embed every item's picture (or read its precomputed features); write `image_embeddings`."""
     start = time.perf_counter()
-    items = store.read("items", columns=["item_id", "item_source", "image_path", "image_status"])
+    items = store.read(tables.ITEMS, columns=["item_id", "item_source", "image_path", "image_status"])
     encoder = build_image_encoder(config, dataset_folder)
     counts = {"cache_hits": 0, "images_encoded": 0, "distinct_images": 0}
     if encoder is None:
@@ -252,7 +250,7 @@ def build_image_embeddings(store: DatasetStore, config: EncodingConfig, dataset_
     rows = embedded[["item_id"]].assign(field=IMAGE_FIELD, modality="visual", version="original")
     identity = "none" if encoder is None else encoder.identity
     table = vector_table(rows, identity, vectors)
-    store.write(IMAGE_STAGE, table)
+    store.write(tables.IMAGE_EMBEDDINGS, table)
     seconds = time.perf_counter() - start
     meta = {
         "rows": len(rows), "items": len(items), "items_without_image": len(items) - len(rows),

@@ -16,26 +16,15 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.llm.cache import GenerationCache
 from pipeline.config.generation import EngineConfig, GenerationConfig
+from pipeline.llm.cache import GenerationCache
 from pipeline.llm.engines import build_engine
 from pipeline.llm.engines.base import Engine
 from pipeline.llm.run import FAILURE_COLUMNS, StageRun, generate_stage, join_texts
+from pipeline.llm.stages import STAGE_OF_TABLE, STAGES, GenerationStage
 from pipeline.storage import DatasetStore
+from pipeline.tables import ITEMS, failures_table
 
-STAGE_OF_ASSET = {
-    "item_descriptions": "description",
-    "masked_descriptions": "masked",
-    "negative_descriptions": "negative",
-    "direct_negatives": "direct",
-}
-# Earlier outputs each stage reads, as join_texts() arguments.
-INPUTS_OF_ASSET = {
-    "item_descriptions": {},
-    "masked_descriptions": {"description": "item_descriptions"},
-    "negative_descriptions": {"description": "item_descriptions", "masked": "masked_descriptions"},
-    "direct_negatives": {"description": "item_descriptions"},
-}
 CACHE_FOLDER = "generation_cache"
 UPSTREAM_PREFIX = "upstream: "
 
@@ -50,8 +39,9 @@ FAILURE_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
-def failures_table(asset: str) -> str:
-    return f"{asset}_failures"
+def input_tables(stage: GenerationStage) -> dict[str, str]:
+    """The earlier tables `stage` reads, keyed by join_texts() argument (the earlier stage's name)."""
+    return {earlier: STAGES[earlier].table for earlier in stage.reads}
 
 
 def upstream_failures(
@@ -61,8 +51,8 @@ def upstream_failures(
     outputs it reads, as join_texts() arguments) because an earlier stage did not generate them:
     that stage's reason, prefixed `upstream: <stage>: ` (kept as it is when it already names an
     upstream stage)."""
-    stage = STAGE_OF_ASSET[asset]
-    tables = INPUTS_OF_ASSET[asset]
+    stage = STAGE_OF_TABLE[asset]
+    tables = input_tables(stage)
     have = {arg: set(frame["item_id"]) for arg, frame in earlier.items()}
     lacking = {item_id: [arg for arg in tables if item_id not in have[arg]] for item_id in items["item_id"]}
     lacking = {item_id: args for item_id, args in lacking.items() if args}
@@ -83,7 +73,7 @@ def upstream_failures(
             reason = str(row["reason"])
             if not reason.startswith(UPSTREAM_PREFIX):
                 reason = f"{UPSTREAM_PREFIX}{failed_at}: {reason}"
-        rows.append({"item_id": item_id, "stage": stage, "reason": reason, "last_output": None, "attempts": 0,
+        rows.append({"item_id": item_id, "stage": stage.name, "reason": reason, "last_output": None, "attempts": 0,
                      "failed_at": failed_at})  # fmt: skip
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
@@ -104,24 +94,24 @@ def _generate(store: DatasetStore, asset: str, config: GenerationConfig, items: 
               inputs: pd.DataFrame) -> StageRun:  # fmt: skip
     """`asset`'s stage over `inputs` through the dataset's generation cache; the engine is built
     on the whole catalogue `items` (the catalog engine's vocabulary), whichever items are generated."""
-    stage = STAGE_OF_ASSET[asset]
-    engine_config = config.describer if stage == "description" else config.generator
+    stage = STAGE_OF_TABLE[asset]
+    engine_config = getattr(config, stage.engine)
     # Closing the engine frees what it holds (a GPU model, HTTP connections) as soon as the stage ends.
     engine = build_engine(engine_config, catalogue=items) if len(inputs) else _NothingToGenerate(engine_config)
     with engine, GenerationCache(store.folder(CACHE_FOLDER)) as cache:
         return generate_stage(
-            inputs, stage, engine, cache,
+            inputs, stage.name, engine, cache,
             sampling=config.sampling, batch_size=config.batch_size, max_attempts=config.max_attempts,
             keep_source_description=config.keep_source_description, progress=sys.stderr.isatty(),
-            prompt_mode="free_text" if stage == "description" else config.generator_prompt_mode,
+            prompt_mode=config.generator_prompt_mode if stage.engine == "generator" else "free_text",
         )
 
 
 def run_generation_stage(store: DatasetStore, asset: str, config: GenerationConfig) -> StageRun:
     """Generate `asset` for every item (cache first), write it and its failures table; items
     that failed upstream are recorded as failures here too (see the module docstring)."""
-    items = store.read("items")
-    earlier = {arg: store.read(table) for arg, table in INPUTS_OF_ASSET[asset].items()}
+    items = store.read(ITEMS)
+    earlier = {arg: store.read(table) for arg, table in input_tables(STAGE_OF_TABLE[asset]).items()}
     upstream = upstream_failures(store, asset, items, earlier)
     run = _generate(store, asset, config, items, join_texts(items, **earlier))
     failures = pd.concat([f for f in (upstream, run.failures) if len(f)], ignore_index=True) \
@@ -176,12 +166,12 @@ def generate_shard(store: DatasetStore, config: GenerationConfig, shard: Shard =
     generations cached. Shards compose (the cache is keyed by request content, and SQLite
     lets several processes write it), so N processes, one per shard, generate the whole
     dataset in parallel. Returns each asset's run metadata."""
-    items = store.read("items")
+    items = store.read(ITEMS)
     mine = items[items["item_id"] % shard.count == shard.index]
     outputs: dict[str, pd.DataFrame] = {}
     meta: dict[str, dict] = {}
-    for asset in STAGE_OF_ASSET:  # in order: each stage's inputs are generated before it
-        earlier = {arg: outputs[table] for arg, table in INPUTS_OF_ASSET[asset].items()}
+    for asset, stage in STAGE_OF_TABLE.items():  # in order: each stage's inputs are generated before it
+        earlier = {arg: outputs[table] for arg, table in input_tables(stage).items()}
         run = _generate(store, asset, config, items, join_texts(mine, **earlier))
         outputs[asset], meta[asset] = run.outputs, run.meta
     return meta

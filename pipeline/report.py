@@ -26,6 +26,7 @@ from neggen_model.atomic import atomic_path, write_bytes
 from neggen_model.config import SWEPT_PARAMETERS, VARIANTS
 from neggen_model.models.neggen import GRADIENT_COLUMNS
 from neggen_model.models.sampler_baselines import SAMPLER_BASELINES
+from pipeline.tables import METRICS, NEGGEN_HISTORY
 
 METRICS_COLUMNS = (
     "model", "study", "seed", "split", "mode", "metric", "k", "value", "best_epoch", *SWEPT_PARAMETERS,
@@ -94,9 +95,9 @@ def build_report(
     metrics: pd.DataFrame, history: pd.DataFrame | None, out_dir: Path, dataset: str, mode: str = "mmrec"
 ) -> Report:
     """Write report.md and the figures into `out_dir`; return them with the long table."""
-    _require_columns(metrics, METRICS_COLUMNS, "metrics")
+    _require_columns(metrics, METRICS_COLUMNS, METRICS)
     if history is not None:
-        _require_columns(history, HISTORY_COLUMNS, "neggen_history")
+        _require_columns(history, HISTORY_COLUMNS, NEGGEN_HISTORY)
     if mode not in MODE_MEANING:
         raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {sorted(MODE_MEANING)}")
     test = metrics[(metrics.split == "test") & (metrics["mode"] == mode)]

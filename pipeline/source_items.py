@@ -24,11 +24,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import tables
 from pipeline.config import DatasetConfig, NeggenConfig
 from pipeline.sources import ITEM_TEXT_COLUMNS, RawSource, read_source
 from pipeline.storage import DatasetStore, file_digest
 
-RECORD_TABLE = "source_items"
 _RUN_ID = b"neggen.run_id"  # the record's metadata key: which run wrote it
 
 
@@ -101,11 +101,11 @@ class Record:
 def write_record(store: DatasetStore, digests: pd.DataFrame, run_id: str) -> Path:
     """Replace the record (atomically, like every table)."""
     table = pa.Table.from_pandas(digests[["item_source", "digest"]], preserve_index=False)
-    return store.write(RECORD_TABLE, table.replace_schema_metadata({_RUN_ID: run_id.encode()}))
+    return store.write(tables.SOURCE_ITEMS, table.replace_schema_metadata({_RUN_ID: run_id.encode()}))
 
 
 def read_record(store: DatasetStore) -> Record | None:
-    path = store.table_path(RECORD_TABLE)
+    path = store.table_path(tables.SOURCE_ITEMS)
     if not path.exists():
         return None
     table = pq.read_table(path)

@@ -24,14 +24,13 @@ from neggen_model.data import InteractionData
 from neggen_model.features import ItemFeatures, ModalityToken, negative_hardness
 from neggen_model.models.neggen import GRADIENT_COLUMNS, NegGen
 from neggen_model.trainer import Trainer
+from pipeline import tables
 from pipeline.config import StudyConfig
-from pipeline.encoding import IMAGE_FIELD, IMAGE_STAGE, TEXT_STAGE, VERSION_OF_TABLE
+from pipeline.encoding import IMAGE_FIELD, VERSION_OF_TABLE
 from pipeline.llm.prompts import DESCRIPTION_LABELS
 from pipeline.storage import DatasetStore
 from pipeline.training import (
     BASE_MODEL,
-    BASE_STAGE,
-    STUDY_METRICS,
     TrainedRun,
     content_key,
     load_interaction_data,
@@ -42,9 +41,6 @@ from pipeline.training import (
 )
 from pipeline.workers import run_all
 
-STAGE = "neggen_model"
-HISTORY_TABLE = "neggen_history"
-HARDNESS_TABLE = "negative_hardness"
 # Versions of an attribute in the text store other than the item's own: one per negative source.
 NEGATIVE_VERSIONS = tuple(v for v in VERSION_OF_TABLE.values() if v != "original")
 
@@ -69,11 +65,11 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
     A field a negative source left out keeps the item's original vector for that source; a
     picture is never regenerated, so its negatives repeat the original.
     """
-    text = pq.read_table(store.table_path(TEXT_STAGE), columns=["item_id", "field", "modality", "version", "vector"])
+    text = pq.read_table(store.table_path(tables.TEXT_EMBEDDINGS), columns=["item_id", "field", "modality", "version", "vector"])
     frame = text.select(["item_id", "field", "modality", "version"]).to_pandas()
     vectors = _vectors(text)
     if (frame.item_id < 0).any() or (frame.item_id >= n_items).any():
-        raise ValueError(f"{TEXT_STAGE} holds item ids outside 0..{n_items - 1}")
+        raise ValueError(f"{tables.TEXT_EMBEDDINGS} holds item ids outside 0..{n_items - 1}")
     ids, fields, versions_of_rows = frame.item_id.to_numpy(), frame.field.to_numpy(), frame.version.to_numpy()
     tokens = []
     for name in sorted(frame.field.unique(), key=_field_order):
@@ -90,8 +86,8 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
                 versions[version] = original.copy()
                 versions[version][ids[rows]] = vectors[rows]
         tokens.append(ModalityToken(name, frame.modality[of_field].iloc[0], versions, present))
-    if store.table_path(IMAGE_STAGE).exists():
-        images = pq.read_table(store.table_path(IMAGE_STAGE), columns=["item_id", "vector"])
+    if store.table_path(tables.IMAGE_EMBEDDINGS).exists():
+        images = pq.read_table(store.table_path(tables.IMAGE_EMBEDDINGS), columns=["item_id", "vector"])
         if images.num_rows:
             ids = images.column("item_id").to_numpy()
             original = np.zeros((n_items, images.column("vector").type.list_size), np.float32)
@@ -105,7 +101,7 @@ def load_item_features(store: DatasetStore, n_items: int) -> ItemFeatures:
 
 def hardness_table(store: DatasetStore) -> pd.DataFrame:
     """negative_hardness per item and negative source (see neggen_model.features.negative_hardness)."""
-    features = load_item_features(store, len(store.read("items", columns=["item_id"])))
+    features = load_item_features(store, len(store.read(tables.ITEMS, columns=["item_id"])))
     frames = []
     for source in NEGATIVE_VERSIONS:
         if all(source in t.versions for t in features.tokens):
@@ -177,7 +173,7 @@ def _finished_at(run_dir) -> str:
 
 def stage_data(store: DatasetStore) -> InteractionData:
     """The interactions alone (runs that read no item content), read once per process and table state."""
-    return _read_interactions(store.home, store.dataset, store.table_path("interactions").stat().st_mtime_ns)
+    return _read_interactions(store.home, store.dataset, store.table_path(tables.INTERACTIONS).stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=1)
@@ -187,7 +183,7 @@ def _read_interactions(home: Path, dataset: str, _state: int) -> InteractionData
 
 def stage_inputs(store: DatasetStore) -> tuple[InteractionData, ItemFeatures, str]:
     """The interactions, item features and their fingerprint, read once per process and table state."""
-    paths = [store.table_path(t) for t in ("interactions", TEXT_STAGE, IMAGE_STAGE)]
+    paths = [store.table_path(t) for t in (tables.INTERACTIONS, tables.TEXT_EMBEDDINGS, tables.IMAGE_EMBEDDINGS)]
     return _read_stage_inputs(store.home, store.dataset, tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths))
 
 
@@ -200,7 +196,7 @@ def _read_stage_inputs(home: Path, dataset: str, _state: tuple[int, ...]) -> tup
 
 
 def _train_base(store: DatasetStore, config: TrainConfig, progress: bool) -> TrainedRun:
-    return train_run(store, BASE_STAGE, BASE_MODEL, config, stage_inputs(store)[0], progress)
+    return train_run(store, tables.BASE_MODEL, BASE_MODEL, config, stage_inputs(store)[0], progress)
 
 
 def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) -> str:
@@ -226,7 +222,7 @@ def _train_neggen(
     base_model, _ = load_model(base.run_dir, data, device=base.config.device)
     neggen = NegGen(base_model, features, config, seed)
     result = Trainer(neggen, data, neggen_train_config(base.config, config), checkpoint_dir=run_dir, progress=progress).fit()
-    return TrainedRun(STAGE, model, run_dir, base.config, result)
+    return TrainedRun(tables.NEGGEN_MODEL, model, run_dir, base.config, result)
 
 
 def run_study(
@@ -238,8 +234,8 @@ def run_study(
     write: bool = True,
 ) -> StudyResult:
     """Train LightGCN per seed and every planned NegGen run on it, `study.workers` at a time
-    (pipeline/workers.py); write the metrics and history tables of all of them (STUDY_METRICS,
-    HISTORY_TABLE; not with write=False, for a benchmark beside the stage) and return them."""
+    (pipeline/workers.py); write the metrics and history tables of all of them (tables.NEGGEN_METRICS,
+    tables.NEGGEN_HISTORY; not with write=False, for a benchmark beside the stage) and return them."""
     _, features, fingerprint = stage_inputs(store)
     planned, skipped = planned_runs(study, features)
     for variant, why in skipped.items():
@@ -276,8 +272,8 @@ def run_study(
     for key in distinct:
         model, _, seed, config = planned[first_of[key]]
         # Named after the first variant that ran it (an existing folder of the same key is reused).
-        existing = sorted(store.folder(STAGE).glob(f"*-{key}"))
-        run_dir = existing[0] if existing else store.folder(STAGE) / f"{model}-{key}"
+        existing = sorted(store.folder(tables.NEGGEN_MODEL).glob(f"*-{key}"))
+        run_dir = existing[0] if existing else store.folder(tables.NEGGEN_MODEL) / f"{model}-{key}"
         calls.append((store, bases[seed], run_dir, model, config, seed, progress))
     for index, run in run_all(_train_neggen, calls, study.workers):
         for planned_index in (i for i, key in enumerate(keys) if key == distinct[index]):
@@ -291,6 +287,6 @@ def run_study(
             history_table[column] = np.nan
     out = StudyResult(pd.DataFrame(metrics), history_table, skipped)
     if write:
-        store.write(STUDY_METRICS, out.metrics)
-        store.write(HISTORY_TABLE, out.history)
+        store.write(tables.NEGGEN_METRICS, out.metrics)
+        store.write(tables.NEGGEN_HISTORY, out.history)
     return out

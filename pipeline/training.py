@@ -17,17 +17,12 @@ from neggen_model.config import SWEPT_PARAMETERS, NegGenConfig, TrainConfig, Uni
 from neggen_model.data import InteractionData
 from neggen_model.models import build_model
 from neggen_model.trainer import Trainer, TrainResult
+from pipeline import tables
 from pipeline.storage import DatasetStore
 
-METRICS_STAGE = "metrics"
-BASE_STAGE = "base_model"
-BASE_MODEL = "lightgcn"
+BASE_MODEL = "lightgcn"  # the model the base_model stage trains
 # Stages whose latest finished run feeds the metrics table, in report order.
-MODEL_STAGES = (BASE_STAGE,)
-# The NegGen stage's table of metric rows (every run it trained), appended to the metrics table.
-STUDY_METRICS = "neggen_metrics"
-# The baselines stage's table of metric rows (pipeline/baselines.py), appended the same way.
-BASELINES_METRICS = "baselines_metrics"
+MODEL_STAGES = (tables.BASE_MODEL,)
 # One row per run (model, study, seed, λ, β, α, τ) and metric: a run present twice counts once.
 RUN_KEY = ["model", "study", "seed", *SWEPT_PARAMETERS]
 METRIC_KEY = [*RUN_KEY, "split", "mode", "metric", "k"]
@@ -59,7 +54,7 @@ class TrainedRun:
 
 
 def load_interaction_data(store: DatasetStore) -> InteractionData:
-    frame = store.read("interactions", columns=["user_id", "item_id", "split"])
+    frame = store.read(tables.INTERACTIONS, columns=["user_id", "item_id", "split"])
     return InteractionData.from_frame(frame)
 
 
@@ -106,7 +101,7 @@ def train_recommender(
     """train_run, then record it as the stage's latest run (history table, RUN_RECORD)."""
     run = train_run(store, stage, model_name, config, progress=progress)
     result = run.result
-    store.write(f"{stage}_history", pd.DataFrame(result.history).assign(model=model_name))
+    store.write(tables.history_table(stage), pd.DataFrame(result.history).assign(model=model_name))
     write_json(
         store.folder(stage) / RUN_RECORD,
         {
@@ -152,10 +147,11 @@ def collect_metrics(store: DatasetStore) -> pd.DataFrame:
         result = record["result"]
         columns = run_columns(record["model"], "main", result["seed"], f"{stage}/{record['run_dir']}")
         frames.append(pd.DataFrame(metric_rows(columns, result, stage, store.dataset, record["finished_at"])))
-    for table in (STUDY_METRICS, BASELINES_METRICS):
+    # The metric rows of every run the NegGen and the baselines stages trained.
+    for table in (tables.NEGGEN_METRICS, tables.BASELINES_METRICS):
         if store.table_path(table).exists():
             frames.append(store.read(table))
     if not frames:
-        raise FileNotFoundError(f"no finished model run under {store.root}; materialize base_model first")
+        raise FileNotFoundError(f"no finished model run under {store.root}; materialize {tables.BASE_MODEL} first")
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(METRIC_KEY, keep="last").reset_index(drop=True)

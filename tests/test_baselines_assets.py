@@ -9,11 +9,11 @@ import json
 
 import dagster as dg
 
+from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from neggen_model.synthetic import clustered_interactions
 from neggen_model.trainer import STATE_JSON
-from assets.definitions import all_assets
 from pipeline.duck import read_only_stage_connection, run_read_only
-from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 CONFIG = """

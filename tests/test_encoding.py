@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.config import ConfigError, EncodingConfig, load_config
 from assets.definitions import all_assets
+from assets.resources import NeggenResource
+from pipeline.config import ConfigError, EncodingConfig, load_config
 from pipeline.encoders import (
     BatchedEncoder,
     EfficientNetLite0Encoder,
@@ -37,7 +38,6 @@ from pipeline.encoding import (
     vector_checks,
     vector_table,
 )
-from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 DESCRIPTION = (

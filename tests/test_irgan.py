@@ -17,10 +17,11 @@ from neggen_model.evaluate import evaluate
 from neggen_model.models import build_model
 from neggen_model.synthetic import clustered_interactions
 from neggen_model.trainer import STATE_JSON, Trainer
-from pipeline.baselines import STAGE, irgan_pretraining, run_baselines
+from pipeline.baselines import irgan_pretraining, run_baselines
 from pipeline.config import BaselinesConfig, ConfigError, load_config
-from pipeline.encoding import TEXT_STAGE
 from pipeline.storage import DatasetStore
+from pipeline.tables import BASELINES as STAGE
+from pipeline.tables import TEXT_EMBEDDINGS as TEXT_STAGE
 from tests.interruption import Interrupted, crash_at
 
 FROM_SCRATCH = {"pretrain": "none"}

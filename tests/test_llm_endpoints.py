@@ -17,17 +17,19 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipeline import cli
+from assets import cli
 from pipeline.config import ConfigError, load_config
-from pipeline.demo import DemoConfig, write_demo_source
-from pipeline.generation import STAGE_OF_ASSET, failures_table, run_generation_stage
-from pipeline.llm.cache import GenerationCache
 from pipeline.config.generation import OpenAIEngineConfig
+from pipeline.demo import DemoConfig, write_demo_source
+from pipeline.generation import run_generation_stage
+from pipeline.llm.cache import GenerationCache
 from pipeline.llm.engines.openai import OpenAIEngine
 from pipeline.llm.run import generate_stage
+from pipeline.llm.stages import STAGE_OF_TABLE as STAGE_OF_ASSET
 from pipeline.llm.testing import FakeServer, completion
 from pipeline.sources import read_amazon2014
 from pipeline.storage import DatasetStore
+from pipeline.tables import failures_table
 from tests.test_llm_openai import echo_plan, schema_following_server, text_request
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipeline.demo import DemoConfig, write_demo_source
 from pipeline.config.generation import GenerationConfig
+from pipeline.demo import DemoConfig, write_demo_source
 from pipeline.llm.engines import Engine, EngineUnavailable, build_engine, parse_engine_config
 from pipeline.llm.prompts import build_description, render_request
 from pipeline.llm.testing import FakeServer, ScriptedEngine, completion

@@ -30,9 +30,9 @@ pytest.importorskip("transformers", reason="transformers is not installed (pip i
 import torch  # noqa: E402
 
 from pipeline.config import ConfigError, load_config  # noqa: E402
+from pipeline.config.generation import GenerationConfig  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.llm.cache import GenerationCache  # noqa: E402
-from pipeline.config.generation import GenerationConfig  # noqa: E402
 from pipeline.llm.constrained import (  # noqa: E402
     ConstrainedRow,
     SchemaError,
@@ -44,9 +44,9 @@ from pipeline.llm.constrained import (  # noqa: E402
 from pipeline.llm.engines import build_engine, parse_engine_config  # noqa: E402
 from pipeline.llm.prompts import MASK, render_request  # noqa: E402
 from pipeline.llm.run import generate_stage, join_texts  # noqa: E402
+from pipeline.llm.stages import apply_answer, check  # noqa: E402
 from pipeline.llm.structured import (  # noqa: E402
     MAX_EDITED_WORDS,
-    apply_answer,
     apply_completion,
     apply_direct,
     apply_masking,
@@ -58,7 +58,6 @@ from pipeline.llm.structured import (  # noqa: E402
 )
 from pipeline.llm.testing import ScriptedEngine  # noqa: E402
 from pipeline.llm.types import SamplingParams  # noqa: E402
-from pipeline.llm.validate import check  # noqa: E402
 from pipeline.sources import read_amazon2014, read_recbole  # noqa: E402
 from tests.conftest import shared_dataset  # noqa: E402
 from tests.test_llm_transformers import tiny_model  # noqa: E402, F401 - a fixture

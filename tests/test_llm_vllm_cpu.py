@@ -27,14 +27,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.demo import DemoConfig, write_demo_source
-from pipeline.generation import CACHE_FOLDER, failures_table, run_generation_stage
-from pipeline.llm.cache import FILENAME
 from pipeline.config.generation import GenerationConfig
+from pipeline.demo import DemoConfig, write_demo_source
+from pipeline.generation import CACHE_FOLDER, run_generation_stage
+from pipeline.llm.cache import FILENAME
 from pipeline.llm.prompts import MASK
-from pipeline.llm.structured import STRUCTURED_TEMPLATES
+from pipeline.llm.stages import STRUCTURED_TEMPLATES
 from pipeline.sources import read_amazon2014, read_recbole
 from pipeline.storage import DatasetStore
+from pipeline.tables import failures_table
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.vllm

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from pipeline.config import ConfigError, load_config
 from assets.definitions import all_assets
 from assets.resources import NeggenResource
+from pipeline.config import ConfigError, load_config
 from pipeline.storage import DatasetStore
 
 CONFIG = """

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from neggen_model.data import InteractionData
 from neggen_model.synthetic import clustered_interactions
-from assets.definitions import all_assets
 from pipeline.llm.engines import EngineUnavailable, build_engine
-from assets.resources import NeggenResource
 from pipeline.sources import SourceError, read_source
 from pipeline.storage import DatasetStore
 

@@ -9,10 +9,10 @@ import io
 import dagster as dg
 from PIL import Image
 
-from pipeline.datastage import picture_is_readable
 from assets.definitions import all_assets
-from pipeline.demo import DemoConfig, write_demo_source
 from assets.resources import NeggenResource
+from pipeline.datastage import picture_is_readable
+from pipeline.demo import DemoConfig, write_demo_source
 from pipeline.storage import DatasetStore
 
 

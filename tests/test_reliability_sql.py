@@ -14,7 +14,7 @@ from io import StringIO
 import pandas as pd
 import pytest
 
-from pipeline import cli
+from assets import cli
 from pipeline.storage import DatasetStore
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 from scipy import stats
 
 from assets.definitions import all_assets
+from assets.resources import NeggenResource
 from neggen_model import models as registry
 from pipeline.report import BASELINE_LABELS, build_report
-from assets.resources import NeggenResource
 from pipeline.storage import DatasetStore
 
 SEEDS = (2024, 2025, 2026)

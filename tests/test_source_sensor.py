@@ -14,12 +14,12 @@ import dagster as dg
 import numpy as np
 
 from assets.definitions import all_assets, defs, source_items_changed
+from assets.resources import NeggenResource
 from pipeline.demo import CATEGORIES, COLOURS, MATERIALS, PATTERNS, SHAPES, DemoConfig, draw_item, write_demo_source
 from pipeline.generation import CACHE_FOLDER
 from pipeline.llm.cache import GenerationCache
-from assets.resources import NeggenResource
-from pipeline.source_items import RECORD_TABLE
 from pipeline.storage import DatasetStore
+from pipeline.tables import SOURCE_ITEMS as RECORD_TABLE
 
 GENERATION = ["item_descriptions", "masked_descriptions", "negative_descriptions", "direct_negatives"]
 CONFIG = """

@@ -21,13 +21,6 @@ from pipeline.llm.types import ImagePart, Message, Request, SamplingParams, Text
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
-#: Stage name (as used by `run.generate_stage`) → template name.
-STAGE_TEMPLATES = {
-    "description": "description_generation",
-    "masked": "attribute_masking",
-    "negative": "attribute_completion",
-    "direct": "direct_generation",
-}
 MASK = "[MASK]"
 #: Words as every module counts them: [MASK], decimals ("0.25"), words with ' or - inside.
 TOKEN_PATTERN = re.compile(r"\[MASK\]|\d+(?:[.,]\d+)+|\w+(?:['’\-]\w+)*")

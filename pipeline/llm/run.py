@@ -1,22 +1,16 @@
 """Run one generation stage over a table of items: cache first, then batched generation of
 the misses, validation, retries with new seeds, and failures recorded with their reason.
 
-Stages and the columns they read (besides `item_id`):
-
-| stage | template | reads |
-|---|---|---|
-| `description` | description_generation | `image_path`, `image_status`, `title`, `brand`, `categories`, `description` |
-| `masked` | attribute_masking | `description_text` |
-| `negative` | attribute_completion | `description_text`, `masked_text` |
-| `direct` | direct_generation | `description_text` |
-
-`join_texts(items, description=..., masked=...)` adds the `*_text` columns from earlier
-stages' outputs. The description stage sends only items with a usable picture to the
-engine; the others get their textual metadata alone (engine `none`, 0 attempts).
+The stages, their templates and what each reads are described once in `stages.py`. The
+`description` stage reads the items' `image_path`, `image_status`, `title`, `brand`,
+`categories` and `description`; the others read earlier stages' outputs, which
+`join_texts(items, description=..., masked=...)` adds as `<stage>_text` columns. The
+description stage sends only items with a usable picture to the engine; the others get
+their textual metadata alone (engine `none`, 0 attempts).
 
 `prompt_mode="structured"` (masked, negative, direct): the `*_structured` templates, each
 request carrying the JSON schema of its answer; the answer's edits are applied to the text
-(`structured.apply_answer`) and the result is validated like free text. An answer that cannot
+(the stage's `apply`) and the result is validated like free text. An answer that cannot
 be applied is retried and recorded like an invalid output, with the reason.
 
 Similarity (in the metadata of `negative` and `direct`): the mean token Jaccard between
@@ -32,31 +26,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline.llm.cache import GenerationCache
 from pipeline.config.generation import PromptMode
+from pipeline.llm.cache import GenerationCache
 from pipeline.llm.engines.base import Engine
-from pipeline.llm.prompts import MASK, STAGE_TEMPLATES, build_description, render_request, template_version
-from pipeline.llm.structured import (
-    STRUCTURED_TEMPLATES,
-    apply_answer,
-    as_blanks,
-    completion_schema,
-    direct_schema,
-    masking_schema,
-    maskable_words,
-)
-from pipeline.llm.types import ImagePart, Request, Result, SamplingParams
-from pipeline.llm.validate import check, clean_output, token_jaccard
+from pipeline.llm.prompts import template_version
+from pipeline.llm.stages import STAGES, GenerationStage, stage as stage_named, text_column, value
+from pipeline.llm.types import Request, Result, SamplingParams
+from pipeline.llm.validate import clean_output, token_jaccard
 
-Stage = Literal["description", "masked", "negative", "direct"]
-STAGES: tuple[str, ...] = tuple(STAGE_TEMPLATES)
-SOURCE_COLUMN = "description_text"
-MASKED_COLUMN = "masked_text"
+SOURCE_COLUMN = text_column("description")
+MASKED_COLUMN = text_column("masked")
 OUTPUT_COLUMNS = ["item_id", "text", "engine", "model", "template_version", "cache_hit", "attempts"]
 # `failed_at`: the stage where the item failed: this one, or an earlier one whose output it lacks
 # (see pipeline/generation.py: such items are recorded in every later stage, reason "upstream: ...").
@@ -81,17 +65,6 @@ def join_texts(items: pd.DataFrame, description: pd.DataFrame | None = None,
     return out
 
 
-def _has_image(row) -> bool:
-    path = row.get("image_path")
-    status = _value(row, "image_status")
-    return isinstance(path, str) and bool(path) and (status is None or status == "ok")
-
-
-def _value(row, name):
-    value = row.get(name)
-    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else value
-
-
 class _Item:
     """One item of a stage. No `request`: a description from metadata alone, or, with a
     `failure`, an item no request can be made for (recorded as failed, 0 attempts)."""
@@ -104,69 +77,38 @@ class _Item:
         self.failure = failure
 
 
-def _structured_request(stage: str, template: str, sampling: SamplingParams, prompts_dir: Path | None,
-                        source: str, masked: str) -> tuple[Request | None, str | None]:  # fmt: skip
-    """The structured-mode request of one item, or why there can be none."""
-    if stage == "negative":
-        if MASK not in masked:
-            return None, "structured answer: the masked text has no [MASK] to complete"
-        return render_request(template, sampling, context={"source": source}, directory=prompts_dir,
-                              response_schema=completion_schema(masked), masked_description=as_blanks(masked)), None  # fmt: skip
-    words = maskable_words(source)
-    if not words:
-        return None, "structured answer: the description has no maskable word"
-    if stage == "masked":
-        return render_request(template, sampling, directory=prompts_dir, response_schema=masking_schema(words),
-                              item_description=source), None  # fmt: skip
-    return render_request(template, sampling, directory=prompts_dir, response_schema=direct_schema(source, words),
-                          positive_attributes=source), None  # fmt: skip
-
-
-def _prepare(items: pd.DataFrame, stage: str, sampling: SamplingParams, prompts_dir: Path | None,
+def _prepare(items: pd.DataFrame, stage: GenerationStage, sampling: SamplingParams, prompts_dir: Path | None,
              prompt_mode: PromptMode) -> list[_Item]:  # fmt: skip
-    need = {"description": [], "masked": [SOURCE_COLUMN], "negative": [SOURCE_COLUMN, MASKED_COLUMN],
-            "direct": [SOURCE_COLUMN]}[stage]  # fmt: skip
+    need = [text_column(earlier) for earlier in stage.reads]
     missing = [c for c in ["item_id", *need] if c not in items.columns]
     if missing:
         raise ValueError(
-            f"stage {stage!r} needs column(s) {', '.join(missing)}; use join_texts() to add earlier stages' outputs"
+            f"stage {stage.name!r} needs column(s) {', '.join(missing)}; use join_texts() to add earlier stages' outputs"
         )
-    template = _template(stage, prompt_mode)
     prepared = []
     for row in items.to_dict("records"):
-        source = _value(row, SOURCE_COLUMN) or ""
-        masked = _value(row, MASKED_COLUMN) or ""
+        source = value(row, SOURCE_COLUMN) or ""
+        masked = value(row, MASKED_COLUMN) or ""
         if prompt_mode == "structured":
-            request, failure = _structured_request(stage, template, sampling, prompts_dir, source, masked)
-            prepared.append(_Item(row["item_id"], request, source, masked, row, failure))
-            continue
-        if stage == "description":
-            request = (
-                render_request(template, sampling, directory=prompts_dir, item_image=ImagePart(path=Path(row["image_path"])))
-                if _has_image(row) else None
-            )  # fmt: skip
-        elif stage == "masked":
-            request = render_request(template, sampling, directory=prompts_dir, item_description=source)
-        elif stage == "negative":
-            request = render_request(template, sampling, context={"source": source}, directory=prompts_dir,
-                                     masked_description=masked)  # fmt: skip
+            request, failure = stage.structured_request(source, masked, sampling, prompts_dir)
         else:
-            request = render_request(template, sampling, directory=prompts_dir, positive_attributes=source)
-        prepared.append(_Item(row["item_id"], request, source, masked, row))
+            request, failure = stage.request(row, source, masked, sampling, prompts_dir), None
+        prepared.append(_Item(row["item_id"], request, source, masked, row, failure))
     return prepared
 
 
-def _template(stage: str, prompt_mode: PromptMode) -> str:
+def _template(stage: GenerationStage, prompt_mode: PromptMode) -> str:
     if prompt_mode == "free_text":
-        return STAGE_TEMPLATES[stage]
-    if prompt_mode == "structured" and stage in STRUCTURED_TEMPLATES:
-        return STRUCTURED_TEMPLATES[stage]
-    raise ValueError(f"stage {stage!r} has no prompt mode {prompt_mode!r} (structured: {', '.join(STRUCTURED_TEMPLATES)})")
+        return stage.template
+    if prompt_mode == "structured" and stage.structured_template is not None:
+        return stage.structured_template
+    structured = ", ".join(name for name, s in STAGES.items() if s.structured_template)
+    raise ValueError(f"stage {stage.name!r} has no prompt mode {prompt_mode!r} (structured: {structured})")
 
 
 def generate_stage(
     items: pd.DataFrame,
-    stage: Stage,
+    stage: str,
     engine: Engine,
     cache: GenerationCache | None = None,
     *,
@@ -185,8 +127,7 @@ def generate_stage(
     validate; invalid or failed items are tried again with seed + 1, + 2, ... up to
     `max_attempts`, then recorded in `failures` with the reason and the last output.
     """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    stage = stage_named(stage)
     sampling = sampling or SamplingParams()
     template = _template(stage, prompt_mode)
     version = template_version(template, prompts_dir)
@@ -196,7 +137,7 @@ def generate_stage(
     failures: list[dict] = []
     counters = {"cache_hits": 0, "cache_misses": 0, "generated": 0, "attempts": 0, "prompt_tokens": None,
                 "completion_tokens": None}  # fmt: skip
-    bar = tqdm(total=len(prepared), desc=f"generate {stage}", unit="item", disable=not progress, leave=False)
+    bar = tqdm(total=len(prepared), desc=f"generate {stage.name}", unit="item", disable=not progress, leave=False)
     try:
         for start in range(0, len(prepared), batch_size):
             batch = prepared[start : start + batch_size]
@@ -206,15 +147,15 @@ def generate_stage(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    out = pd.DataFrame(outputs, columns=OUTPUT_COLUMNS + (["image_text"] if stage == "description" else []))
+    out = pd.DataFrame(outputs, columns=OUTPUT_COLUMNS + list(stage.extra_columns))
     fail = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     similarity = None
-    if stage in ("negative", "direct") and len(out):
+    if stage.writes_negative and len(out):
         source_of = {p.item_id: p.source for p in prepared}
         scores = [token_jaccard(source_of[i], t) for i, t in zip(out["item_id"], out["text"])]
         similarity = {"metric": "token_jaccard", "mean": float(sum(scores) / len(scores))}
     meta = {
-        "stage": stage,
+        "stage": stage.name,
         "template": template,
         "template_version": version,
         "prompt_mode": prompt_mode,
@@ -236,8 +177,8 @@ def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, 
     pending = []
     for item in batch:
         if item.failure is not None:
-            failures.append({"item_id": item.item_id, "stage": stage, "reason": item.failure, "last_output": None,
-                             "attempts": 0, "failed_at": stage})  # fmt: skip
+            failures.append({"item_id": item.item_id, "stage": stage.name, "reason": item.failure, "last_output": None,
+                             "attempts": 0, "failed_at": stage.name})  # fmt: skip
         elif item.request is None:  # description stage, no picture: metadata only
             outputs.append(_output(item, stage, None, "none", "", version, False, 0, keep_source_description))
         else:
@@ -257,13 +198,13 @@ def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, 
                 continue
             text = clean_output(result.text)
             if prompt_mode == "structured":
-                edit = apply_answer(stage, text, item.source, item.masked)
+                edit = stage.apply(text, item.source, item.masked)
                 if edit.text is None:
                     last[id(item)] = (edit.reason, text)
                     retry.append(item)
                     continue
                 text = edit.text
-            verdict = check(stage, text, source=item.source, masked=item.masked)
+            verdict = stage.check(text, item.source, item.masked)
             if not verdict:
                 last[id(item)] = (verdict.reason, text)
                 retry.append(item)
@@ -273,8 +214,8 @@ def _run_batch(batch: Sequence[_Item], stage, engine, cache, sampling, version, 
         pending = retry
     for item in pending:
         reason, text = last[id(item)]
-        failures.append({"item_id": item.item_id, "stage": stage, "reason": reason, "last_output": text,
-                         "attempts": max_attempts, "failed_at": stage})  # fmt: skip
+        failures.append({"item_id": item.item_id, "stage": stage.name, "reason": reason, "last_output": text,
+                         "attempts": max_attempts, "failed_at": stage.name})  # fmt: skip
 
 
 def _lookup_or_generate(requests: list[Request], engine: Engine, cache: GenerationCache | None,
@@ -308,16 +249,7 @@ def _count_tokens(results: Sequence[Result], counters: dict) -> None:
                 counters[name] = (counters[name] or 0) + count
 
 
-def _output(item: _Item, stage, text, engine, model, version, hit, attempts, keep_source_description) -> dict:
-    row = {"item_id": item.item_id, "engine": engine, "model": model, "template_version": version,
-           "cache_hit": hit, "attempts": attempts}  # fmt: skip
-    if stage == "description":
-        r = item.row
-        row["image_text"] = text
-        row["text"] = build_description(
-            text, _value(r, "title"), _value(r, "brand"), _value(r, "categories"),
-            _value(r, "description") if keep_source_description else None,
-        )
-    else:
-        row["text"] = text
-    return row
+def _output(item: _Item, stage: GenerationStage, text, engine, model, version, hit, attempts,
+            keep_source_description) -> dict:  # fmt: skip
+    return {"item_id": item.item_id, "engine": engine, "model": model, "template_version": version,
+            "cache_hit": hit, "attempts": attempts, **stage.output(item.row, text, keep_source_description)}  # fmt: skip

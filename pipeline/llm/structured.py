@@ -38,12 +38,6 @@ from pipeline.llm.engines.visual import FEATURE_PREFIX
 from pipeline.llm.lexicon import STOPWORDS
 from pipeline.llm.prompts import MASK, TOKEN_PATTERN
 
-#: Stage → the template of its structured prompt (prompts/*_structured.md).
-STRUCTURED_TEMPLATES = {
-    "masked": "attribute_masking_structured",
-    "negative": "attribute_completion_structured",
-    "direct": "direct_generation_structured",
-}
 #: At most this many words are masked (or swapped) per item: the paper masks the key words,
 #: not the whole text, and a bound keeps every answer short.
 MAX_EDITED_WORDS = 6
@@ -224,15 +218,3 @@ def apply_direct(source: str, answer: str) -> Edit:
     for word, value in pairs:
         new_of.setdefault(word.strip().lower(), value)
     return Edit(text=_replace_words(source, new_of))
-
-
-def apply_answer(stage: str, answer: str, source: str, masked: str = "") -> Edit:
-    """The text a structured answer of `stage` makes (`source`: the item's description;
-    `masked`: its [MASK] template, for `negative`)."""
-    if stage == "masked":
-        return apply_masking(source, answer)
-    if stage == "negative":
-        return apply_completion(masked, answer)
-    if stage == "direct":
-        return apply_direct(source, answer)
-    raise ValueError(f"stage {stage!r} has no structured mode")

@@ -1,6 +1,6 @@
 """Checks on generated text. Each returns a `Verdict`; an invalid output is retried (with
 another seed) by `run.generate_stage`, and recorded as a failure with the reason once the
-attempts are spent.
+attempts are spent. Each stage names its check in `stages.py` (`stages.check` by stage name).
 
 * description: non-empty, no [MASK].
 * masked: at least one [MASK]; same number of lines as the source; the words outside the
@@ -127,19 +127,6 @@ def check_direct(source: str, negative: str) -> Verdict:
     if _lines(negative) != _lines(source):
         return Verdict(False, f"negative has {_lines(negative)} lines, the source {_lines(source)}")
     return _length_ok(negative, source)
-
-
-def check(stage: str, output: str, source: str = "", masked: str = "") -> Verdict:
-    """The check of `stage` ("description" | "masked" | "negative" | "direct")."""
-    if stage == "description":
-        return check_description(output)
-    if stage == "masked":
-        return check_masked(source, output)
-    if stage == "negative":
-        return check_completion(masked, output, source)
-    if stage == "direct":
-        return check_direct(source, output)
-    raise ValueError(f"unknown stage {stage!r}")
 
 
 def token_jaccard(a: str, b: str) -> float:
