@@ -34,10 +34,11 @@ def baselines(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.M
     dataset = dataset_of(context)
     config = neggen.config.baselines_config(dataset)
     started = time.perf_counter()
-    result = run_baselines(
-        neggen.store(dataset), config, neggen.config.train_config(dataset),
-        progress=sys.stderr.isatty(), log=context.log.info,
-    )  # fmt: skip
+    with neggen.compute(context):
+        result = run_baselines(
+            neggen.store(dataset), config, neggen.config.train_config(dataset),
+            progress=sys.stderr.isatty(), log=context.log.info,
+        )  # fmt: skip
     metadata = {
         "models": ", ".join(config.models),
         "seeds": ", ".join(map(str, config.seeds)),

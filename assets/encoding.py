@@ -48,7 +48,8 @@ def _results(context: dg.AssetExecutionContext, asset: str, path, run: EncodingR
 def text_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
     dataset = dataset_of(context)
     store = neggen.store(dataset)
-    run = build_text_embeddings(store, neggen.config.encoding_config(dataset))
+    with neggen.compute(context):
+        run = build_text_embeddings(store, neggen.config.encoding_config(dataset))
     yield from _results(context, tables.TEXT_EMBEDDINGS, store.table_path(tables.TEXT_EMBEDDINGS), run)
 
 
@@ -68,7 +69,8 @@ def text_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
 def image_embeddings(context: dg.AssetExecutionContext, neggen: NeggenResource):
     dataset = dataset_of(context)
     store = neggen.store(dataset)
-    run = build_image_embeddings(store, neggen.config.encoding_config(dataset), neggen.dataset(dataset).path)
+    with neggen.compute(context):
+        run = build_image_embeddings(store, neggen.config.encoding_config(dataset), neggen.dataset(dataset).path)
     yield from _results(context, tables.IMAGE_EMBEDDINGS, store.table_path(tables.IMAGE_EMBEDDINGS), run)
 
 

@@ -26,7 +26,9 @@ from pipeline.training import BASE_MODEL, RUN_KEY, collect_metrics, train_recomm
 )
 def base_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> dg.MaterializeResult:
     dataset = dataset_of(context)
-    run = train_recommender(neggen.store(dataset), tables.BASE_MODEL, BASE_MODEL, neggen.config.train_config(dataset))
+    with neggen.compute(context):
+        run = train_recommender(neggen.store(dataset), tables.BASE_MODEL, BASE_MODEL,
+                                neggen.config.train_config(dataset))  # fmt: skip
     context.log.info(
         f"lightgcn on {dataset}: best epoch {run.result.best_epoch} of {run.result.epochs_run}, "
         f"test recall@20 {run.result.test['mmrec']['recall@20']:.4f} (mmrec mode)"
@@ -51,10 +53,11 @@ def neggen_model(context: dg.AssetExecutionContext, neggen: NeggenResource) -> d
     dataset = dataset_of(context)
     study = neggen.config.study_config(dataset)
     started = time.perf_counter()
-    result = run_study(
-        neggen.store(dataset), study, neggen.config.train_config(dataset),
-        progress=sys.stderr.isatty(), log=context.log.info,
-    )  # fmt: skip
+    with neggen.compute(context):
+        result = run_study(
+            neggen.store(dataset), study, neggen.config.train_config(dataset),
+            progress=sys.stderr.isatty(), log=context.log.info,
+        )  # fmt: skip
     summary = result.summary()
     # One seed has no std (pivot_table drops the all-NaN column): the table is NaN, not a KeyError.
     std = summary["std"] if "std" in summary.columns.get_level_values(0) else summary["mean"] * float("nan")

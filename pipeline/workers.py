@@ -4,7 +4,9 @@ The runs of a stage (seeds, variants, grid points) share nothing but their input
 cores, one run per core with one thread each finishes a stage sooner than runs one after another
 with every core's threads inside each (small sparse and dense products scale poorly across
 threads; README "NegGen model stage: speed"). Two processes with two threads each would
-oversubscribe the cores, which is many times slower, so each worker gets cores // workers threads.
+oversubscribe the cores, which is many times slower, so each worker gets cores // workers threads,
+where cores are the run's share when several runs compute at once (run_cores; pipeline/lock.py:
+compute_slot).
 
 Workers are spawned (not forked: the parent may hold threads, open DuckDB handles and a lock),
 and a worker whose parent dies exits at once, so a killed stage leaves no orphan training; its
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -26,12 +29,39 @@ import torch
 Result = TypeVar("Result")
 
 
+_run_cores: int | None = None  # while a run holds a compute slot: its share of the cores (run_cores)
+
+
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    """CPU cores this process may use: its run's share while it has one (run_cores), else the
+    cores it may run on (its affinity, not the machine's count)."""
+    if _run_cores is not None:
+        return _run_cores
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def share_of_cores(runs: int) -> int:
+    """The cores each of `runs` runs computing at once gets: the usable cores (no more than torch's
+    threads, which OMP_NUM_THREADS sets and which count physical cores) split between them."""
+    return max(1, min(usable_cores(), torch.get_num_threads()) // runs)
+
+
+@contextmanager
+def run_cores(cores: int) -> Iterator[None]:
+    """Within the block this process's run uses `cores` cores: as many torch threads here, and
+    its workers split them (threads_per_worker). Both are restored after."""
+    global _run_cores
+    before = _run_cores, torch.get_num_threads()
+    _run_cores = cores
+    torch.set_num_threads(cores)
+    try:
+        yield
+    finally:
+        _run_cores = before[0]
+        torch.set_num_threads(before[1])
 
 
 def threads_per_worker(workers: int) -> int:

@@ -212,8 +212,20 @@ class DatasetConfig(_Strict):
         return self
 
 
+class ComputeConfig(_Strict):
+    """How the runs of one home share the machine's cores."""
+
+    concurrent_runs: int = Field(
+        default=1, ge=1, le=1024,
+        description="Runs that may encode or train at once (the text_embeddings, image_embeddings, base_model, "
+        "neggen_model and baselines steps of any dataset of this home); a further one waits for a free slot. "
+        "Each gets cores // concurrent_runs torch threads, which its training workers split.",
+    )  # fmt: skip
+
+
 class NeggenConfig(_Strict):
     home: Path = Field(default=Path(DEFAULT_HOME), description="Where every stage writes.")
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
