@@ -41,6 +41,7 @@ from pipeline.llm.cache import DurableStore
 from pipeline.storage import DatasetStore, file_digest
 
 CACHE_FOLDER = "embedding_cache"
+CACHE_FILE = "embeddings.sqlite"
 # Which description table gives which `version`; direct_negatives is optional.
 VERSION_OF_TABLE = {tables.ITEM_DESCRIPTIONS: "original", tables.NEGATIVE_DESCRIPTIONS: "generated",
                     tables.DIRECT_NEGATIVES: "direct"}  # fmt: skip
@@ -100,7 +101,7 @@ class EmbeddingCache(DurableStore):
     """Vectors by content key (float32 little-endian bytes), durable per `put_many`."""
 
     def __init__(self, folder: str | Path):
-        super().__init__(Path(folder) / "embeddings.sqlite", _SCHEMA)
+        super().__init__(Path(folder) / CACHE_FILE, _SCHEMA)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         return {key: np.frombuffer(blob, dtype="<f4") for key, blob in self.select_keys("embeddings", "vector", keys)}
