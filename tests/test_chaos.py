@@ -58,9 +58,8 @@ from neggen_model.trainer import STATE_JSON
 from pipeline.encoding import CACHE_FILE as EMBEDDING_FILE
 from pipeline.encoding import CACHE_FOLDER as EMBEDDING_CACHE
 from pipeline.generation import CACHE_FOLDER as GENERATION_CACHE
-from pipeline.generation import STAGE_OF_ASSET
 from pipeline.llm.cache import FILENAME as GENERATION_FILE
-from pipeline.llm.prompts import STAGE_TEMPLATES
+from pipeline.llm.stages import STAGE_OF_TABLE
 from pipeline.llm.testing import FakeServer, completion
 from tests.conftest import REPO
 
@@ -70,7 +69,7 @@ SEED_ENV = "NEGGEN_CHAOS_SEED"
 DEFAULT_SEED = 14
 KILLS = {"generation": 7, "encoding": 7, "training": 6}
 STEPS = {
-    "generation": tuple(STAGE_OF_ASSET),
+    "generation": tuple(STAGE_OF_TABLE),
     "encoding": ("text_embeddings", "image_embeddings"),
     "training": ("base_model", "neggen_model"),
 }
@@ -336,8 +335,8 @@ def progress(home: Path, step: str, encoders: dict[str, str]) -> int:
     """How far `step` has got, as stored on disk: generations of its stage, embeddings by its
     encoder (`encoders`: step -> the encoder named in its table), or epochs checkpointed by its
     training runs."""
-    if step in STAGE_OF_ASSET:
-        table, column, value = "generations", "template", STAGE_TEMPLATES[STAGE_OF_ASSET[step]]
+    if step in STAGE_OF_TABLE:
+        table, column, value = "generations", "template", STAGE_OF_TABLE[step].template
         path = dataset_root(home) / GENERATION_CACHE / GENERATION_FILE
     elif step in encoders:
         table, column, value = "embeddings", "encoder", encoders[step]
@@ -491,7 +490,7 @@ def test_kill_9_at_random_moments_and_a_flaky_server_change_nothing(tmp_path):
                        select="group:data or group:generation")  # fmt: skip
         flaky_answered, failed = server.answered, server.failed
     flaky_tables = tables(flaky / "home")
-    assert {*STAGE_OF_ASSET} <= flaky_tables.keys() <= theirs.keys()
+    assert {*STAGE_OF_TABLE} <= flaky_tables.keys() <= theirs.keys()
     for name, path in flaky_tables.items():
         assert_table_equal(name, path, theirs[name], (flaky / "home", clean / "home"))
     requests = len(flaky_answered) + failed
