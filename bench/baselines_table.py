@@ -5,7 +5,8 @@ against NegGen over the seeds both ran.
     .venv/bin/python bench/baselines_table.py --dataset ml100k [--mode mmrec]
 
 Reads bench/results/baselines.csv (the baselines, written by bench/baselines_run.py) and
-bench/results/neggen_study.csv (LightGCN and NegGen, written by bench/neggen_study.py); prints a
+bench/results/neggen_study.csv (LightGCN, NegGen and what else the study trained, written by
+bench/neggen_study.py); prints a
 Markdown table and writes it to bench/results/baselines_table_<dataset>.md.
 """
 
@@ -19,14 +20,13 @@ from scipy import stats
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 METRICS = [("recall", 10), ("recall", 20), ("ndcg", 10), ("ndcg", 20)]
-REFERENCES = ("lightgcn", "neggen")
 
 
 def load(dataset: str, mode: str) -> pd.DataFrame:
-    frames = [pd.read_csv(RESULTS / "baselines.csv")]
-    study = pd.read_csv(RESULTS / "neggen_study.csv")
-    frames.append(study[study.model.isin(REFERENCES)])
-    rows = pd.concat(frames, ignore_index=True)
+    # The study trained LightGCN, NegGen and some baselines at more seeds (the same runs where
+    # both have a seed): every (model, seed) once.
+    rows = pd.concat([pd.read_csv(RESULTS / "neggen_study.csv"), pd.read_csv(RESULTS / "baselines.csv")])
+    rows = rows.drop_duplicates(["dataset", "model", "seed", "split", "mode", "metric", "k"])
     return rows[(rows.dataset == dataset) & (rows["mode"] == mode) & (rows.split == "test")]
 
 
@@ -54,15 +54,15 @@ def table(rows: pd.DataFrame) -> str:
         cells = []
         for metric, k in METRICS:
             values = rows[(rows.model == model) & (rows.metric == metric) & (rows.k == k)].value
-            cells.append(f"{values.mean():.4f} ± {values.std():.4f}")
+            cells.append(f"{values.mean():.4f}" + (f" ± {values.std():.4f}" if len(values) > 1 else ""))
         change = "" if base is None or model == "lightgcn" else f"{recall20.mean()[model] / base - 1:+.1%}"
         p_r, n = paired_p(rows, model, "lightgcn", "recall", 20)
         p_n, _ = paired_p(rows, model, "lightgcn", "ndcg", 20)
-        p_neggen, _ = paired_p(rows, model, "neggen", "recall", 20)
+        p_neggen, n_neggen = paired_p(rows, model, "neggen", "recall", 20)
         versus = "" if model == "lightgcn" or n < 2 else f"{_p(p_r)} / {_p(p_n)} (n={n})"
         lines.append(
             f"| {model} | {recall20.count()[model]} | " + " | ".join(cells)
-            + f" | {change} | {versus} | {'' if model == 'neggen' else _p(p_neggen)} |"
+            + f" | {change} | {versus} | {'' if model == 'neggen' or n_neggen < 2 else _p(p_neggen)} |"
         )
     return "\n".join(lines)
 
