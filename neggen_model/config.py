@@ -109,12 +109,6 @@ class TrainConfig(BaseModel):
         None, gt=0, description="Cosine decay: the learning rate falls from learning_rate to 0 along a half cosine "
         "over this many epochs, and the run ends there (the optimiser can change nothing after); None = constant.",
     )
-    # torch's default Adam on CPU updates one parameter tensor at a time; its fused kernel is the same
-    # update (validation metrics equal to 4 decimals on Beauty) and 1.5-4x faster per step where the
-    # parameters are large (FREEDOM's fine-tuned features, LightGCN's embeddings). Off by default so
-    # the runs trained before keep their keys and their numbers bit for bit.
-    fused_adam: bool = Field(False, description="Adam's fused kernel (torch.optim.Adam(fused=True)): faster steps, "
-                             "results equal up to float rounding; off: torch's default per-tensor update.")
     batch_size: int = Field(2048, gt=0, description="Training (user, pos, neg) triples per step.")
     epochs: int = Field(1000, gt=0, description="Maximum number of training epochs.")
     early_stop_patience: int = Field(
@@ -148,8 +142,6 @@ class TrainConfig(BaseModel):
             del dumped["negative_sampler"]
         if self.decay_epochs is None:  # likewise: runs before the schedule existed had a constant rate
             del dumped["decay_epochs"]
-        if not self.fused_adam:  # and the per-tensor Adam they all used
-            del dumped["fused_adam"]
         return dumped
 
     @field_validator("topk")

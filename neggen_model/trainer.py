@@ -75,9 +75,7 @@ class Trainer:
         # A strategy's own weights (DENS's gates) train beside the model's; the others have none,
         # which leaves the optimiser as it was.
         self.optimizer = torch.optim.Adam(
-            [*self.model.parameters(), *self.sampler.parameters()],
-            lr=config.learning_rate,
-            fused=config.fused_adam or None,  # None: torch's default implementation
+            [*self.model.parameters(), *self.sampler.parameters()], lr=config.learning_rate
         )
         self._users, self._items = data.train_pairs()
         # Run state; everything here goes into the checkpoint.

@@ -111,20 +111,6 @@ def test_cosine_decay_runs_the_rate_down_to_zero(data):
     assert "decay_epochs" not in small_config().model_dump() and small_config(decay_epochs=2).model_dump()["decay_epochs"] == 2
 
 
-def test_fused_adam_is_the_same_update_and_keeps_default_keys(data):
-    """fused_adam swaps torch's per-tensor Adam for its fused kernel: the same weights up to float
-    rounding; off, it stays out of the hashed dump so runs trained before keep their keys."""
-    model_loop, result_loop = train("lightgcn", data, small_config(epochs=4))
-    model_fused, result_fused = train("lightgcn", data, small_config(epochs=4, fused_adam=True))
-    for key, value in model_loop.state_dict().items():
-        torch.testing.assert_close(model_fused.state_dict()[key], value, rtol=1e-4, atol=1e-6)
-    assert [r["valid_recall@20"] for r in result_fused.history] == pytest.approx(
-        [r["valid_recall@20"] for r in result_loop.history], abs=1e-3
-    )
-    assert "fused_adam" not in small_config().model_dump()
-    assert small_config(fused_adam=True).model_dump()["fused_adam"] is True
-
-
 def test_finished_run_is_returned_not_retrained_and_best_model_loads(data, tmp_path):
     config = small_config(epochs=3)
     model, result = train("bpr", data, config, tmp_path)
