@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.report import Report  # noqa: E402
 DATASETS = ("demo", "demo_b")
 SELECTION = "+key:base_model or +key:text_embeddings or +key:image_embeddings"
 
@@ -81,8 +84,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000, help="demo world items (default: the built-in demo's)")
     parser.add_argument("--select", default=SELECTION, help=f"asset selection (default: {SELECTION!r})")
     args = parser.parse_args()
+    report = Report()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {platform.machine()}, {cores} usable cores, Python {platform.python_version()}; "
+    report.say(f"{time.strftime('%Y-%m-%d')}; machine: {platform.machine()}, {cores} usable cores, Python {platform.python_version()}; "
           f"demo {args.users} users x {args.items} items; compute.concurrent_runs {args.concurrent_runs}; "
           f"select {args.select!r}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="neggen-concurrency-") as folder:
@@ -90,14 +94,15 @@ def main() -> None:
         alone = materialize(config, DATASETS[:1], args.select)[DATASETS[0]]
         together = materialize(config, DATASETS, args.select)
     both = max(run["seconds"] for run in together.values())
-    print(f"{'run':<22}{'wall s':>9}{'base_model s':>14}{'text_embeddings s':>19}  waited for a slot")
+    report.say(f"{'run':<22}{'wall s':>9}{'base_model s':>14}{'text_embeddings s':>19}  waited for a slot")
     rows = [("demo alone", alone)] + [(f"{name} (two at once)", run) for name, run in together.items()]
     for label, run in rows:
         steps = run["steps"]
-        print(f"{label:<22}{run['seconds']:>9.1f}{steps.get('base_model', float('nan')):>14.1f}"
+        report.say(f"{label:<22}{run['seconds']:>9.1f}{steps.get('base_model', float('nan')):>14.1f}"
               f"{steps.get('text_embeddings', float('nan')):>19.1f}  {'yes' if run['waited'] else 'no'}")  # fmt: skip
-    print(f"two at once / one alone: {both:.1f} s / {alone['seconds']:.1f} s = {both / alone['seconds']:.2f}x "
+    report.say(f"two at once / one alone: {both:.1f} s / {alone['seconds']:.1f} s = {both / alone['seconds']:.2f}x "
           "(target: at most 2.2x)")  # fmt: skip
+    report.write(REPO / "bench" / "results" / f"concurrency_{args.concurrent_runs}.md")
 
 
 if __name__ == "__main__":
