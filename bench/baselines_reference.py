@@ -92,13 +92,12 @@ def worker_ours(args) -> dict:
     from neggen_model.config import TrainConfig
     from neggen_model.models import build_model
     from neggen_model.trainer import Trainer
-    from pipeline.baselines import load_item_content
     from pipeline.storage import DatasetStore
     from pipeline.training import load_interaction_data
 
     store = DatasetStore(args.home, args.dataset)
     data = load_interaction_data(store)
-    content = load_item_content(store, data.n_items)
+    content = compared_content(store, data.n_items, args.text_as_pictures)
     model_name = args.models[0]
     # A reference without early stopping (DiffMM's authors) runs every epoch: so does ours then.
     patience = args.epochs if model_name in FIXED_EPOCHS else TrainConfig().early_stop_patience
@@ -122,16 +121,27 @@ def worker_ours(args) -> dict:
     }
 
 
-def export_content(home: str, dataset: str, folder: Path) -> None:
+def compared_content(store, n_items: int, text_as_pictures: bool):
+    """Our pooled item content; with text_as_pictures (timing DiffMM, whose authors' code needs
+    pictures, on a text-only dataset) the text vectors are the picture modality too, on both sides."""
+    from neggen_model.content import ItemContent
+    from pipeline.baselines import load_item_content
+
+    content = load_item_content(store, n_items)
+    if text_as_pictures and content.visual is None:
+        content = ItemContent(text=content.text, visual=content.text)
+    return content
+
+
+def export_content(home: str, dataset: str, folder: Path, text_as_pictures: bool = False) -> None:
     """Our pooled item content as text_feat.npy / image_feat.npy (the file names of both references)."""
     import numpy as np
 
-    from pipeline.baselines import load_item_content
     from pipeline.storage import DatasetStore
     from pipeline.training import load_interaction_data
 
     store = DatasetStore(home, dataset)
-    content = load_item_content(store, load_interaction_data(store).n_items)
+    content = compared_content(store, load_interaction_data(store).n_items, text_as_pictures)
     for modality, file in (("text", "text_feat.npy"), ("visual", "image_feat.npy")):
         if getattr(content, modality) is not None:
             np.save(folder / file, getattr(content, modality))
@@ -259,7 +269,7 @@ def write_stubs(workdir: Path) -> Path:
     return stubs
 
 
-def export_diffmm(home: str, dataset: str, folder: Path) -> None:
+def export_diffmm(home: str, dataset: str, folder: Path, text_as_pictures: bool) -> None:
     """The dataset as the authors' DiffMM reads it: trnMat.pkl / tstMat.pkl (pickled scipy COO
     users x items) and the item content. tstMat.pkl holds our validation pairs (see the docstring)."""
     import pickle
@@ -270,16 +280,16 @@ def export_diffmm(home: str, dataset: str, folder: Path) -> None:
     if (folder / "tstMat.pkl").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
+    export_content(home, dataset, folder, text_as_pictures)
+    if not (folder / "image_feat.npy").exists():
+        raise SystemExit(
+            f"{dataset} has no pictures: the authors' DiffMM reads image_feat.npy and fuses exactly pictures and "
+            "text (TikTok adds audio); it has no text-only path (--text-as-pictures times it with the text in both roles)"
+        )
     data = load_interaction_data(DatasetStore(home, dataset))
     for file, matrix in (("trnMat.pkl", data.train), ("tstMat.pkl", data.valid)):
         with open(folder / file, "wb") as handle:
             pickle.dump(matrix.astype("float32").tocoo(), handle)
-    export_content(home, dataset, folder)
-    if not (folder / "image_feat.npy").exists():
-        raise SystemExit(
-            f"{dataset} has no pictures: the authors' DiffMM reads image_feat.npy and fuses exactly pictures and "
-            "text (TikTok adds audio); it has no text-only path"
-        )
 
 
 def diffmm_batch(params: dict) -> int:
@@ -302,8 +312,8 @@ def worker_authors(args) -> dict:
     from neggen_model.models import BASELINES
 
     params = BASELINES["diffmm"].parse_params(json.loads(args.params)).model_dump()
-    run_dir = Path(args.workdir) / f"diffmm_{args.dataset}"
-    export_diffmm(args.home, args.dataset, run_dir / "Datasets" / "baby")
+    run_dir = Path(args.workdir) / f"diffmm_{dataset_label(args)}"
+    export_diffmm(args.home, args.dataset, run_dir / "Datasets" / "baby", args.text_as_pictures)
     flags = {DIFFMM_FLAG[key]: value for key, value in params.items() if key in DIFFMM_FLAG}
     flags |= {"dims": f"[{params['denoiser_hidden']}]", "cl_method": {"modalities": 0, "main": 1}[params["contrast"]]}
     flags |= {"data": "baby", "epoch": args.epochs, "seed": args.seed, "lr": 1e-3, "latdim": 64, "topk": 20}
@@ -315,7 +325,7 @@ def worker_authors(args) -> dict:
     torch.Tensor.cuda = lambda self, *a, **k: self
     torch.nn.Module.cuda = lambda self, *a, **k: self
     sp.coo_matrix.A = property(lambda self: self.toarray())
-    log = Path(args.workdir) / f"diffmm_{args.dataset}-{args.seed}.log"
+    log = Path(args.workdir) / f"diffmm_{dataset_label(args)}-{args.seed}.log"
     started = time.perf_counter()
     with open(log, "w") as handle, redirect_stdout(handle):
         runpy.run_path(str(Path(args.diffmm).resolve() / "Main.py"), run_name="__main__")
@@ -349,6 +359,7 @@ def run_side(side: str, args, model: str, seed: int, params: dict) -> dict:
     command = [sys.executable, __file__, "--worker", side, "--home", args.home, "--dataset", args.dataset,
                "--models", model, "--seed", str(seed), "--epochs", str(args.epochs), "--params", json.dumps(params),
                "--mmrec", str(args.mmrec), "--diffmm", str(args.diffmm), "--workdir", str(args.workdir)]  # fmt: skip
+    command += ["--text-as-pictures"] if args.text_as_pictures else []
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
@@ -370,8 +381,13 @@ def main() -> None:
     parser.add_argument("--diffmm", type=Path, default=Path("/tmp/diffmm"), help="the authors' DiffMM checkout (holds Main.py)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/baselines_reference"))
     parser.add_argument("--csv", type=Path, default=REPO / "bench" / "results" / "baselines_reference.csv")
+    parser.add_argument("--text-as-pictures", action="store_true",
+                        help="DiffMM timing on a text-only dataset: the text vectors are the pictures too, on both sides "
+                        "(rows under dataset '<name>+text_as_pictures')")  # fmt: skip
     parser.add_argument("--worker", choices=["ours", "mmrec", "authors"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.text_as_pictures and set(args.models) != {"diffmm"}:
+        parser.error("--text-as-pictures is for DiffMM only (MMRec's models run text-only)")
     if args.worker:
         result = {"ours": worker_ours, "mmrec": worker_mmrec, "authors": worker_authors}[args.worker](args)
         print("RESULT " + json.dumps(result))
@@ -385,7 +401,7 @@ def main() -> None:
         for seed in args.seeds:
             for side in ("ours", REFERENCE[model]):
                 result = run_side(side, args, model, seed, params)
-                rows.append({"dataset": args.dataset, "model": model, "seed": seed, "side": side,
+                rows.append({"dataset": dataset_label(args), "model": model, "seed": seed, "side": side,
                              "params": json.dumps(params, sort_keys=True), "max_epochs": args.epochs, **result})  # fmt: skip
                 print(f"{model} seed {seed} {side:5s}: best valid R@20 {result['best_valid_recall@20']:.4f} at epoch "
                       f"{result['best_epoch']}/{result['epochs_run']}, {result['train_seconds']:.3f} s/epoch, "
@@ -397,6 +413,10 @@ def main() -> None:
     for what in ("train_seconds", "eval_seconds"):
         summary[(what, "ours/reference")] = summary[(what, "ours")] / summary[(what, "reference")]
     print(summary.sort_index(axis=1).round(4).to_string())
+
+
+def dataset_label(args) -> str:
+    return args.dataset + ("+text_as_pictures" if args.text_as_pictures else "")
 
 
 def save_rows(csv: Path, rows: list[dict]) -> None:
