@@ -109,6 +109,9 @@ def worker_ours(args) -> dict:
     setup = time.perf_counter() - started
     result = Trainer(model, data, config, progress=False).fit()
     history = [record for record in result.history if "seconds" in record]  # not a validation before training
+    # Per-epoch record beside the references' logs, to compare whole validation curves.
+    log = Path(args.workdir) / f"ours_{dataset_label(args)}-{model_name}-{args.seed}.json"
+    log.write_text(json.dumps(history, indent=1))
     return {
         "best_valid_recall@20": result.best_valid["recall@20"],
         "best_epoch": result.best_epoch,
