@@ -29,8 +29,11 @@ numpy/scipy/torch removed or this CPU machine lacks:
   everywhere), coo_matrix.A (removed in scipy 1.14), and a stub for setproctitle (imported, unused).
   Their code has no early stopping (it runs `--epoch` epochs), so ours runs exactly `--epochs`
   epochs for DiffMM too; their batch (`--batch`, 1024) is both the BPR and the denoiser batch, so
-  ours trains DiffMM with batch_size = its diffusion_batch_size (1024) here, not the protocol's 2048. Every DiffMM parameter of ours is
-  passed to their flags, so both sides run the same setting (their defaults are not relied on).
+  ours trains DiffMM with batch_size = its diffusion_batch_size (1024) here, not the protocol's
+  2048. Every DiffMM parameter of ours is passed to their flags, so both sides run the same setting
+  (their defaults are not relied on). Their code needs pictures (no text-only path):
+  `--text-as-pictures` times it on a text-only dataset with the text vectors in both roles, on
+  both sides.
 
 For each model and seed, ours and the reference train with the same hyper-parameters (embedding
 64, Adam 1e-3, batch 2048, Xavier init, uniform negatives, the model params given) for up to
