@@ -250,18 +250,7 @@ def worker_mmrec(args) -> dict:
     log.write_text(text)
     train = [float(t) for t in re.findall(r"epoch \d+ training \[time: ([\d.]+)s", text)]
     evals = re.findall(r"epoch (\d+) evaluating \[time: ([\d.]+)s, valid_score: ([\d.]+)\]", text)
-    scores = [float(s) for _, _, s in evals]
-    best = int(np.argmax(scores))  # first best, as MMRec's early stopping keeps it
-    return {
-        "best_valid_recall@20": scores[best],
-        "best_epoch": best + 1,
-        "epochs_run": len(train),
-        "valid_recall@20_last": scores[-1],
-        "train_seconds": float(np.median(train)),
-        "eval_seconds": float(np.median([float(t) for _, t, _ in evals])),
-        "setup_seconds": wall - sum(train) - sum(float(t) for _, t, _ in evals),
-        "peak_mib": _peak_mib(),
-    }
+    return _reference_result([float(r) for _, _, r in evals], train, [float(t) for _, t, _ in evals], wall)
 
 
 def write_stubs(workdir: Path) -> Path:
@@ -311,7 +300,6 @@ def worker_authors(args) -> dict:
     import runpy
     from datetime import datetime
 
-    import numpy as np
     import scipy.sparse as sp
     import torch
 
@@ -348,7 +336,15 @@ def worker_authors(args) -> dict:
             mark = at
             if match[1] == "Test":
                 recalls.append(float(re.search(r"Recall = ([\d.]+)", message)[1]))
-    best = int(np.argmax(recalls))  # their best epoch: the first highest
+    return _reference_result(recalls, train, evals, wall)
+
+
+def _reference_result(recalls: list[float], train: list[float], evals: list[float], wall: float) -> dict:
+    """A reference run's record from its log: validation Recall@20 and seconds of each epoch's
+    training and evaluation; the best epoch is the first highest, as both references keep it."""
+    import numpy as np
+
+    best = int(np.argmax(recalls))
     return {
         "best_valid_recall@20": recalls[best],
         "best_epoch": best + 1,
