@@ -1,7 +1,9 @@
-"""Shared fixtures: an isolated NEGGEN_HOME per test, and the real data folder."""
+"""Shared fixtures: an isolated NEGGEN_HOME per test, the real data folder, and a toy project
+for tests that run the `neggen` command in another process."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,17 @@ def shared_dataset(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (see ../shared/data/README.md)")
     return path
+
+
+def toy_project(folder: Path, extra_config: str = "") -> tuple[Path, dict[str, str]]:
+    """A 12-user x 8-item MMRec dataset `toy` and a neggen.yaml registering it (plus extra_config)
+    in folder; returns the home and the environment a `neggen` subprocess runs this checkout with."""
+    data = folder / "data" / "toy"
+    data.mkdir(parents=True)
+    rows = [f"{u}\t{i}" for u in range(12) for i in range(8) if (u + i) % 3]
+    (data / "toy.inter").write_text("userID\titemID\n" + "\n".join(rows) + "\n")
+    (folder / "neggen.yaml").write_text("datasets:\n  toy: {format: mmrec, path: data/toy, kcore: 3}\n" + extra_config)
+    home = folder / "home"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NEGGEN_HOME": str(home), "DAGSTER_HOME": str(folder / "dagster")}
+    env.pop("NEGGEN_CONFIG", None)
+    return home, env

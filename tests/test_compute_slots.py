@@ -17,7 +17,7 @@ import torch
 
 from pipeline.config import ConfigError, load_config
 from pipeline.workers import run_all, run_cores, share_of_cores, threads_per_worker, usable_cores
-from tests.conftest import REPO
+from tests.conftest import REPO, toy_project
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # a script runs this checkout's code
 
@@ -129,17 +129,7 @@ HOLDER = textwrap.dedent(
 def test_training_waits_for_a_slot_while_the_data_stage_does_not(tmp_path):
     """A materialization through Dagster: `interactions` needs no slot and is written while
     another run holds the only one; `base_model` waits for it, says so, and trains once it is free."""
-    data = tmp_path / "data" / "toy"
-    data.mkdir(parents=True)
-    rows = [f"{u}\t{i}" for u in range(12) for i in range(8) if (u + i) % 3]
-    (data / "toy.inter").write_text("userID\titemID\n" + "\n".join(rows) + "\n")
-    (tmp_path / "neggen.yaml").write_text(
-        "datasets:\n  toy: {format: mmrec, path: data/toy, kcore: 3}\n"
-        "train: {epochs: 2, eval_every: 1, batch_size: 64}\n"
-    )
-    home = tmp_path / "home"
-    env = {**ENV, "NEGGEN_HOME": str(home), "DAGSTER_HOME": str(tmp_path / "dagster")}
-    env.pop("NEGGEN_CONFIG", None)
+    home, env = toy_project(tmp_path, "train: {epochs: 2, eval_every: 1, batch_size: 64}\n")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(home)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     run = None

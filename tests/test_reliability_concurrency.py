@@ -14,7 +14,7 @@ import time
 
 import pandas as pd
 
-from tests.conftest import REPO
+from tests.conftest import REPO, toy_project
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # a script runs this checkout's code
 
@@ -106,14 +106,7 @@ HOLDER = textwrap.dedent(
 def test_a_second_writer_waits_and_a_killed_holder_frees_the_lock(tmp_path):
     """Nothing took a lock: two runs on one home wrote over each other. Now the second one
     says who holds the dataset and waits; kill -9 of the holder frees the lock."""
-    data = tmp_path / "data" / "toy"
-    data.mkdir(parents=True)
-    rows = [f"{u}\t{i}" for u in range(12) for i in range(8) if (u + i) % 3]
-    (data / "toy.inter").write_text("userID\titemID\n" + "\n".join(rows) + "\n")
-    (tmp_path / "neggen.yaml").write_text("datasets:\n  toy: {format: mmrec, path: data/toy, kcore: 3}\n")
-    home = tmp_path / "home"
-    env = {**ENV, "NEGGEN_HOME": str(home), "DAGSTER_HOME": str(tmp_path / "dagster")}
-    env.pop("NEGGEN_CONFIG", None)
+    home, env = toy_project(tmp_path)
 
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(home / "toy")], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
