@@ -4,6 +4,10 @@ for tests that run the `neggen` command in another process."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,25 @@ def toy_project(folder: Path, extra_config: str = "") -> tuple[Path, dict[str, s
     env = {**os.environ, "PYTHONPATH": str(REPO), "NEGGEN_HOME": str(home), "DAGSTER_HOME": str(folder / "dagster")}
     env.pop("NEGGEN_CONFIG", None)
     return home, env
+
+
+def start_materialize(folder: Path, env: dict[str, str], select: str) -> tuple[subprocess.Popen, list[str]]:
+    """`neggen materialize --dataset toy --select select` in another process; its stderr lines
+    are collected into the returned list as they come."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assets.cli", "materialize", "--dataset", "toy", "--select", select],
+        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
+    return process, lines
+
+
+def wait_for_line(lines: list[str], text: str, process: subprocess.Popen, seconds: float = 60) -> str:
+    """The first of lines that holds text, once it comes; fails if process ends or seconds pass first."""
+    deadline = time.monotonic() + seconds
+    while not any(text in line for line in lines):
+        assert process.poll() is None or any(text in line for line in lines), "".join(lines)
+        assert time.monotonic() < deadline, f"never said {text!r}: " + "".join(lines)
+        time.sleep(0.05)
+    return next(line for line in lines if text in line)

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.config import ConfigError, load_config
 from pipeline.workers import run_all, run_cores, share_of_cores, threads_per_worker, usable_cores
-from tests.conftest import REPO, toy_project
+from tests.conftest import REPO, start_materialize, toy_project, wait_for_line
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # a script runs this checkout's code
 
@@ -47,15 +47,6 @@ def _lines(process: subprocess.Popen) -> list[str]:
     return lines
 
 
-def _wait_for(lines: list[str], text: str, process: subprocess.Popen, seconds: float = 60) -> str:
-    deadline = time.monotonic() + seconds
-    while not any(text in line for line in lines):
-        assert process.poll() is None or any(text in line for line in lines), "".join(lines)
-        assert time.monotonic() < deadline, f"never said {text!r}: " + "".join(lines)
-        time.sleep(0.05)
-    return next(line for line in lines if text in line)
-
-
 def test_a_run_beyond_the_slots_waits_and_a_killed_holder_frees_its_slot(tmp_path):
     first = _take(tmp_path, 1, 600, "the first run")
     second = None
@@ -63,7 +54,7 @@ def test_a_run_beyond_the_slots_waits_and_a_killed_holder_frees_its_slot(tmp_pat
         assert first.stdout.readline().strip() == "computing"
         second = _take(tmp_path, 1, 0, "the second run")
         lines = _lines(second)
-        said = _wait_for(lines, "waiting for a compute slot", second)
+        said = wait_for_line(lines, "waiting for a compute slot", second)
         assert f"by pid {first.pid} (the first run" in said and "compute.concurrent_runs: 1" in said
         time.sleep(1.0)
         assert second.poll() is None and not any("computing" in line for line in lines)
@@ -135,13 +126,8 @@ def test_training_waits_for_a_slot_while_the_data_stage_does_not(tmp_path):
     run = None
     try:
         assert holder.stdout.readline().strip() == "holding"
-        run = subprocess.Popen(
-            [sys.executable, "-m", "assets.cli", "materialize", "--dataset", "toy", "--select", "+key:base_model"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True).start()
-        said = _wait_for(lines, "waiting for a compute slot", run, seconds=180)
+        run, lines = start_materialize(tmp_path, env, "+key:base_model")
+        said = wait_for_line(lines, "waiting for a compute slot", run, seconds=180)
         assert f"by pid {holder.pid} (the test's training" in said
         assert (home / "toy" / "interactions.parquet").exists()
         time.sleep(1.0)

@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pandas as pd
 
-from tests.conftest import REPO, toy_project
+from tests.conftest import REPO, start_materialize, toy_project, wait_for_line
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # a script runs this checkout's code
 
@@ -113,26 +112,14 @@ def test_a_second_writer_waits_and_a_killed_holder_frees_the_lock(tmp_path):
     writer = None
     try:
         assert holder.stdout.readline().strip() == "locked"
-        writer = subprocess.Popen(
-            [sys.executable, "-m", "assets.cli", "materialize", "--dataset", "toy", "--select", "interactions"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(writer.stderr), daemon=True)
-        reader.start()
-        deadline = time.time() + 120
-        while not any("waiting for it to finish" in line for line in lines):
-            assert writer.poll() is None, "".join(lines)
-            assert time.time() < deadline, "the second writer never said it waits: " + "".join(lines)
-            time.sleep(0.2)
-        said = next(line for line in lines if "waiting for it to finish" in line)
+        writer, lines = start_materialize(tmp_path, env, "interactions")
+        said = wait_for_line(lines, "waiting for it to finish", writer, seconds=120)
         assert f"{home / 'toy'} is being written by pid {holder.pid} (the test's first writer" in said
         time.sleep(1.0)
         assert writer.poll() is None and not (home / "toy" / "interactions.parquet").exists()
 
         os.kill(holder.pid, signal.SIGKILL)  # a crash: the kernel frees the lock
         assert writer.wait(timeout=120) == 0, "".join(lines)
-        reader.join(timeout=10)
         assert (home / "toy" / "interactions.parquet").exists()
         assert any("[1/1] interactions done" in line for line in lines)
     finally:
