@@ -1,6 +1,7 @@
 """The main comparison over 5 seeds: LightGCN, the best content baseline, NegGen and NegGen as printed.
 
-For each dataset (its data, generation and encoding stages materialized), this trains, with the
+For each dataset (its data, generation and encoding stages materialized; a dataset without item
+content, such as Baby here, gets LightGCN only), this trains, with the
 pipeline's own code and run folders (finished runs are reused, interrupted ones resume):
 
 * LightGCN and the NegGen variants `neggen` (the shipped default) and `neggen_paper` (eq. 19 as
@@ -46,13 +47,13 @@ def study_rows(
     resource = NeggenResource(config_path=config_path)
     config = load_config(config_path)
     store, train = resource.store(dataset), config.train_config(dataset)
+    log = lambda line: print(f"  {dataset}: {line}", flush=True)  # noqa: E731
     if not store.table_path("text_embeddings").exists():
-        raise SystemExit(f"{dataset}: no text_embeddings; first run  neggen materialize --dataset {dataset} "
-                         "--select 'group:data or group:generation or group:encoding'")  # fmt: skip
+        log("no text_embeddings: LightGCN only (for NegGen first run  neggen materialize --dataset "
+            f"{dataset} --select 'group:data or group:generation or group:encoding')")  # fmt: skip
     study = config.study_config(dataset).model_copy(
         update={"seeds": seeds, "variants": ("neggen", "neggen_paper"), "sensitivity": {}}
     )
-    log = lambda line: print(f"  {dataset}: {line}", flush=True)  # noqa: E731
     frames = [run_study(store, study, train, log=log, write=False).metrics]
     if baselines:
         chosen = config.baselines_config(dataset).model_copy(update={"models": baselines, "seeds": baseline_seeds or seeds})

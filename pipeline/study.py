@@ -196,7 +196,7 @@ def _read_stage_inputs(home: Path, dataset: str, _state: tuple[int, ...]) -> tup
 
 
 def _train_base(store: DatasetStore, config: TrainConfig, progress: bool) -> TrainedRun:
-    return train_run(store, tables.BASE_MODEL, BASE_MODEL, config, stage_inputs(store)[0], progress)
+    return train_run(store, tables.BASE_MODEL, BASE_MODEL, config, stage_data(store), progress)
 
 
 def _neggen_run_key(base: TrainedRun, config: NegGenConfig, fingerprint: str) -> str:
@@ -236,8 +236,13 @@ def run_study(
     """Train LightGCN per seed and every planned NegGen run on it, `study.workers` at a time
     (pipeline/workers.py); write the metrics and history tables of all of them (tables.NEGGEN_METRICS,
     tables.NEGGEN_HISTORY; not with write=False, for a benchmark beside the stage) and return them."""
-    _, features, fingerprint = stage_inputs(store)
-    planned, skipped = planned_runs(study, features)
+    if store.table_path(tables.TEXT_EMBEDDINGS).exists():
+        _, features, fingerprint = stage_inputs(store)
+        planned, skipped = planned_runs(study, features)
+    else:  # interactions only (Baby here): LightGCN at every seed, the uniform anchor of Table 2
+        reason = f"the dataset has no item content ({tables.TEXT_EMBEDDINGS} not materialized)"
+        planned, skipped = [], {variant: reason for variant in study.variants}
+        skipped |= {f"sensitivity {parameter}": reason for parameter in study.sensitivity}
     for variant, why in skipped.items():
         log(f"skipping {variant}: {why}")
     total = len(study.seeds) + len(planned)

@@ -73,6 +73,7 @@ CONTENTLESS = """
 datasets:
   baby: {{format: mmrec, path: toy, kcore: 3}}
 train: {{embedding_size: 16, batch_size: 256, learning_rate: 0.01, epochs: 3, early_stop_patience: 3, seed: 1}}
+neggen: {{seeds: {seeds}, workers: 1}}
 baselines:
   models: [vbpr, irgan, {samplers}]
   seeds: {seeds}
@@ -98,10 +99,14 @@ def runs_of(home) -> dict[str, int]:
 
 def test_sampler_baselines_and_irgan_on_baby_without_content(neggen_home, tmp_path):
     config = contentless_project(tmp_path)
-    result = materialize(config, ["interactions", "base_model", "baselines", "metrics", "report"], "baby")
+    result = materialize(config, ["interactions", "base_model", "neggen_model", "baselines", "metrics", "report"], "baby")
     assert result.success
     store = DatasetStore(neggen_home, "baby")
     assert not store.table_path("text_embeddings").exists() and not store.table_path("image_embeddings").exists()
+    # Without content the study trains LightGCN at every seed (the uniform anchor) and says why NegGen did not run.
+    study = result.asset_materializations_for_node("neggen_model")[0].metadata
+    assert set(study["skipped_variants"].value.values()) == {"the dataset has no item content (text_embeddings not materialized)"}
+    assert "neggen" in study["skipped_variants"].value
     meta = result.asset_materializations_for_node("baselines")[0].metadata
     assert meta["skipped_models"].value == {"vbpr": "vbpr reads item content; the dataset has none (no text or picture features)"}
     assert meta["chosen_params"].value["lightgcn_dns"] == {"strategy": "dns", "candidates": 8, "hardest": 2}
@@ -111,6 +116,9 @@ def test_sampler_baselines_and_irgan_on_baby_without_content(neggen_home, tmp_pa
     seeds = run_read_only(con, "SELECT model, list(DISTINCT seed ORDER BY seed) FROM metrics WHERE stage = 'baselines' "
                                "AND split = 'test' AND mode = 'mmrec' AND metric = 'ndcg' AND k = 20 GROUP BY model").fetchall()
     assert dict(seeds) == {model: [1, 2] for model in ["irgan", *SAMPLERS]}
+    lightgcn = run_read_only(con, "SELECT list(DISTINCT seed ORDER BY seed) FROM metrics WHERE model = 'lightgcn' "
+                                  "AND split = 'test' AND mode = 'mmrec' AND metric = 'ndcg' AND k = 20").fetchall()
+    assert lightgcn == [([1, 2],)]
     # Each sampler baseline is LightGCN trained with its sampler: the run's training config says so.
     for model in SAMPLERS:
         run_dir = run_read_only(con, f"SELECT any_value(run_dir) FROM metrics WHERE model = '{model}' AND seed = 1").fetchall()[0][0]
