@@ -88,7 +88,6 @@ def _peak_mib() -> float:
 
 
 def worker_ours(args) -> dict:
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
@@ -111,9 +110,15 @@ def worker_ours(args) -> dict:
     model = build_model(model_name, data, config, content, params)
     setup = time.perf_counter() - started
     result = Trainer(model, data, config, progress=False).fit()
+    return our_result(result, setup, Path(args.workdir) / f"ours_{dataset_label(args)}-{model_name}-{args.seed}.json")
+
+
+def our_result(result, setup: float, log: Path) -> dict:
+    """Our run's record from its TrainResult; its per-epoch history goes to log, beside the
+    references' logs, to compare whole validation curves."""
+    import numpy as np
+
     history = [record for record in result.history if "seconds" in record]  # not a validation before training
-    # Per-epoch record beside the references' logs, to compare whole validation curves.
-    log = Path(args.workdir) / f"ours_{dataset_label(args)}-{model_name}-{args.seed}.json"
     log.write_text(json.dumps(history, indent=1))
     return {
         "best_valid_recall@20": result.best_valid["recall@20"],
