@@ -34,7 +34,9 @@ Epochs: an epoch of ours is one D step and one G step per batch over every train
 D epoch is one pass over the training pairs (batch 16, SGD 1e-3) and their G epoch one SGD step per
 user (2 x |positives| draws). Their schedule runs 2 D epochs per G epoch; train_seconds of their row
 is one D epoch + one G epoch (the work of one of ours), with d_epoch_seconds and g_epoch_seconds
-beside it. Rows go to bench/results/baselines_reference.csv (model irgan, sides ours and authors /
+beside it. The core is shared, so each side also reports train_cpu_seconds, the same quantity in
+its process's CPU time (time.process_time), which a neighbour on the core does not inflate; ours is
+the CPU time of the whole fit() over its epochs (its validations, about 0.3% of it, included). Rows go to bench/results/baselines_reference.csv (model irgan, sides ours and authors /
 authors+d_from_bpr), each side in its own process pinned to one thread.
 """
 
@@ -112,9 +114,11 @@ def worker_ours(args) -> dict:
     started = time.perf_counter()
     model = build_model("irgan", data, config, params=params, pretrained=bpr)
     setup = time.perf_counter() - started
+    cpu = time.process_time()
     result = Trainer(model, data, config, progress=False).fit()
+    cpu = (time.process_time() - cpu) / result.epochs_run
     record = our_result(result, setup, Path(args.workdir) / f"ours_{args.dataset}-irgan-{args.seed}.json")
-    return record | {"start_valid_recall@20": result.history[0]["valid_recall@20"]}
+    return record | {"start_valid_recall@20": result.history[0]["valid_recall@20"], "train_cpu_seconds": cpu}
 
 
 def bpr_start(args) -> Path:
@@ -168,21 +172,21 @@ def worker_authors(args) -> dict:
     if SIDES[args.side] == "bpr":
         their_dis = cf_gan.DIS
         cf_gan.DIS = lambda *a, **k: their_dis(*a, **(k | {"param": pretrained}))
-    events = {"generate_for_d": [], "eval": []}  # start times; eval: (start, end)
+    events = {"generate_for_d": [], "eval": []}  # start times; eval: (start, end); each (wall, CPU)
     their_generate, their_test = cf_gan.generate_for_d, cf_gan.simple_test
 
     def generate_for_d(*a, **k):
-        events["generate_for_d"].append(time.perf_counter())
+        events["generate_for_d"].append(_clocks())
         return their_generate(*a, **k)
 
     def simple_test(sess, model):
         if not isinstance(model, cf_gan.GEN):
             return their_test(sess, model)
-        begun = time.perf_counter()
+        begun = _clocks()
         user, item, bias = sess.run(model.g_params)
         np.savez(snapshots / f"{len(events['eval']):04d}.npz", user=user, item=item, bias=bias)
         result = their_test(sess, model)
-        events["eval"].append((begun, time.perf_counter()))
+        events["eval"].append((begun, _clocks()))
         if len(events["eval"]) > args.epochs:  # the first evaluation is of the start, before any epoch
             raise _Finished
         return result
@@ -200,18 +204,29 @@ def worker_authors(args) -> dict:
     return {"events": events, "started": started, "wall": wall, "peak_mib": _peak_mib(), "d_negatives_stale": stale}
 
 
-def their_record(run: dict, recalls: list[float]) -> dict:
-    """Their row from the worker's event times: G epoch = from one evaluation's end to the next's start
-    (not the first of a round, which follows the round's D epochs); D epoch = the time between
-    successive negative draws for D (every 5 D epochs) / 5."""
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def their_epochs(events: dict, clock: int) -> tuple[float, float]:
+    """Median seconds of their D epoch and G epoch on one clock (0 wall, 1 CPU): G epoch = from one
+    evaluation's end to the next's start (not the first of a round, which follows the round's D
+    epochs); D epoch = the time between successive negative draws for D (every 5 D epochs) / 5."""
     import numpy as np
 
-    evals = run["events"]["eval"]
+    evals = [(begun[clock], end[clock]) for begun, end in events["eval"]]
     g_epochs = [evals[k + 1][0] - evals[k][1] for k in range(1, len(evals) - 1) if k % G_EPOCHS_PER_ROUND != 0]
-    draws = run["events"]["generate_for_d"]
-    round_of = np.searchsorted([begun for begun, _ in evals], draws)  # draws between the same two evaluations
-    d_epochs = [(b - a) / 5 for a, b, ra, rb in zip(draws, draws[1:], round_of, round_of[1:]) if ra == rb]
-    d, g = float(np.median(d_epochs)), float(np.median(g_epochs))
+    draws = events["generate_for_d"]
+    round_of = np.searchsorted([begun[0] for begun, _ in events["eval"]], [at[0] for at in draws])  # same round
+    d_epochs = [(b[clock] - a[clock]) / 5 for a, b, ra, rb in zip(draws, draws[1:], round_of, round_of[1:]) if ra == rb]
+    return float(np.median(d_epochs)), float(np.median(g_epochs))
+
+
+def their_record(run: dict, recalls: list[float]) -> dict:
+    """Their row from the worker's event times (their_epochs) and our Recall@20 of each snapshot."""
+    evals = [(begun[0], end[0]) for begun, end in run["events"]["eval"]]
+    d, g = their_epochs(run["events"], 0)
+    d_cpu, g_cpu = their_epochs(run["events"], 1)
     record = _reference_result(recalls[1:], [d + g] * (len(evals) - 1), [end - begun for begun, end in evals], run["wall"])
     best = record["best_valid_recall@20"]
     return record | {
@@ -220,6 +235,7 @@ def their_record(run: dict, recalls: list[float]) -> dict:
         "start_valid_recall@20": recalls[0],
         "d_epoch_seconds": d,
         "g_epoch_seconds": g,
+        "train_cpu_seconds": d_cpu + g_cpu,
         "setup_seconds": evals[0][0] - run["started"],  # their data, graphs and session, to the first evaluation
         "peak_mib": run["peak_mib"],
     }
@@ -292,7 +308,8 @@ def main() -> None:
               f"at epoch {row['best_epoch']}/{row['epochs_run']}, last {row['valid_recall@20_last']:.4f}; "
               f"{row['train_seconds']:.3f} s/epoch, {row['eval_seconds']:.3f} s/eval, peak {row['peak_mib']:.0f} MiB")  # fmt: skip
     for row in rows[1:]:
-        print(f"train seconds ours/{row['side']}: {rows[0]['train_seconds'] / row['train_seconds']:.3f}")
+        print(f"ours/{row['side']}: train seconds {rows[0]['train_seconds'] / row['train_seconds']:.3f}, "
+              f"train CPU seconds {rows[0]['train_cpu_seconds'] / row['train_cpu_seconds']:.3f}")
 
 
 if __name__ == "__main__":
