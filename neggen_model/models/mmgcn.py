@@ -20,7 +20,6 @@ their random initial values); here they are parameters and learn, as in the MMGC
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
@@ -54,8 +53,8 @@ class _ModalityGCN(nn.Module):
         self.combine = nn.ModuleList()
         for layer in range(n_layers):
             inner = width if layer == 0 else d
-            bound = 1.0 / math.sqrt(inner)  # torch_geometric's uniform init of the conv weight
-            self.conv.append(nn.Parameter(torch.empty(inner, inner).uniform_(-bound, bound)))
+            # MMRec re-initialises every conv weight Xavier-normal (over torch_geometric's uniform).
+            self.conv.append(nn.Parameter(nn.init.xavier_normal_(torch.empty(inner, inner))))
             self.linear.append(nn.Linear(inner, d))
             nn.init.xavier_normal_(self.linear[-1].weight)
             self.combine.append(nn.Linear(inner + d, d))
