@@ -6,12 +6,12 @@
         --diffmm /tmp/diffmm --models diffmm --epochs 50 --seeds 2024 2025 2026
 
 The references are not part of this project: pass a checkout of each. MMRec (enoche/MMRec,
-`--mmrec`, the folder holding `src/`) has VBPR, FREEDOM, LGMRec, BM3 and DRAGON; DiffMM is its
-authors' code (HKUDS/DiffMM, `--diffmm`, the folder holding `Main.py`). Bench prerequisite, not a
-project dependency: MMRec's DRAGON imports torch_geometric (`pip install torch_geometric==2.8.1`,
-pure Python). The references' code runs unmodified; this script only exports the dataset in their
-formats into `--workdir` and, in the reference's own process, patches what the current
-numpy/scipy/torch removed or this CPU machine lacks:
+`--mmrec`, the folder holding `src/`) has VBPR, MMGCN, FREEDOM, LGMRec, BM3 and DRAGON; DiffMM is
+its authors' code (HKUDS/DiffMM, `--diffmm`, the folder holding `Main.py`). Bench prerequisite, not
+a project dependency: MMRec's MMGCN and DRAGON import torch_geometric (`pip install
+torch_geometric==2.8.1`, pure Python). The references' code runs unmodified; this script only
+exports the dataset in their formats into `--workdir` and, in the reference's own process, patches
+what the current numpy/scipy/torch removed or this CPU machine lacks:
 
 - MMRec: `<name>.inter` with x_label, our pooled item content as `text_feat.npy` /
   `image_feat.npy` (neggen_model/content.py), and for DRAGON `user_graph_dict.npy`, the user-user
@@ -60,11 +60,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Our params -> MMRec config keys (the same names in both, for these models).
-MMREC_NAME = {"vbpr": "VBPR", "freedom": "FREEDOM", "lgmrec": "LGMRec", "bm3": "BM3", "dragon": "DRAGON"}
+MMREC_NAME = {"vbpr": "VBPR", "mmgcn": "MMGCN", "freedom": "FREEDOM", "lgmrec": "LGMRec", "bm3": "BM3", "dragon": "DRAGON"}
 # The reference each model is compared with: MMRec's, or (DiffMM, not in MMRec) its authors' code.
 REFERENCE = {model: "mmrec" for model in MMREC_NAME} | {"diffmm": "authors"}
 DEFAULT_PARAMS = {
     "vbpr": {"reg_weight": 1.0},
+    "mmgcn": {"reg_weight": 1e-4},  # our default (MMRec's MMGCN.yaml only lists a grid)
     "freedom": {"dropout": 0.8, "reg_weight": 1e-3},
     "lgmrec": {"alpha": 0.3},
     "bm3": {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.5},
