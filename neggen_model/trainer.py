@@ -74,8 +74,11 @@ class Trainer:
         self.sampler.check_model(self.model)
         # A strategy's own weights (DENS's gates) train beside the model's; the others have none,
         # which leaves the optimiser as it was.
+        # fused=None is torch's default (foreach) kernel; fused=False would pick another one.
         self.optimizer = torch.optim.Adam(
-            [*self.model.parameters(), *self.sampler.parameters()], lr=config.learning_rate
+            [*self.model.parameters(), *self.sampler.parameters()],
+            lr=config.learning_rate,
+            fused=True if self.model.fused_adam else None,
         )
         self._users, self._items = data.train_pairs()
         # Run state; everything here goes into the checkpoint.

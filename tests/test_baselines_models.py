@@ -234,6 +234,20 @@ def test_freedom_prunes_by_degree_and_ranks_on_the_full_graph(data):
     assert kept[heavy].mean() > kept[~heavy].mean()
 
 
+def test_freedom_fused_adam_trains_as_the_default_kernel(data, monkeypatch):
+    """FREEDOM trains with torch's fused Adam (speed): the same run as with the default kernel, up to
+    the rounding of the last bits."""
+    content, cfg = make_content(data.n_items), config(epochs=4)
+    fused_model, fused = fit("freedom", data, content, cfg)
+    assert Trainer(fused_model, data, cfg, progress=False).optimizer.param_groups[0]["fused"]
+    monkeypatch.setattr(type(fused_model), "fused_adam", False)
+    default_model, default = fit("freedom", data, content, cfg)
+    for (name, x), (_, y) in zip(fused_model.state_dict().items(), default_model.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
+    losses = [[r["loss"] for r in run.history] for run in (fused, default)]
+    np.testing.assert_allclose(*losses, rtol=1e-5)
+
+
 def test_dragon_user_graph_is_each_users_top_co_occurring_users():
     train = sp.random(30, 40, density=0.08, random_state=2, format="csr")
     train.data[:] = 1.0

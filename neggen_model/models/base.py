@@ -32,6 +32,11 @@ class ScoringModel(nn.Module, ABC):
     #: Score validation before the first update (epoch 0 of the history): a model that starts from
     #: a trained one (NegGen on its base) then shows when training added nothing (best epoch 0).
     validate_before_training: ClassVar[bool] = False
+    #: Train with torch's fused Adam kernel (one pass over each weight per step instead of about
+    #: ten): the same update, rounded differently in the last bits. A model turns it on where Adam
+    #: is a large share of its step; the others keep torch's default (foreach) kernel, so their
+    #: recorded runs replay bit for bit.
+    fused_adam: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -52,6 +52,9 @@ class FREEDOM(ContentModel):
     Params = FreedomParams
     # MMRec's FREEDOM.yaml: hyper_parameters ["dropout", "reg_weight"].
     grid: ClassVar[dict[str, tuple]] = {"dropout": (0.8, 0.9), "reg_weight": (0.0, 1e-5, 1e-4, 1e-3)}
+    # Adam over the fine-tuned raw features (4.6M values on Beauty, 2/3 of all weights) was a third
+    # of a training step; the fused kernel does it in a quarter of the time.
+    fused_adam = True
 
     def __init__(self, data: InteractionData, config: TrainConfig, content: ItemContent, params=None):
         super().__init__(data, config, content, params)
