@@ -93,8 +93,6 @@ def worker_ours(args) -> dict:
 
     torch.set_num_threads(1)
     from neggen_model.config import TrainConfig
-    from neggen_model.models import build_model
-    from neggen_model.trainer import Trainer
     from pipeline.storage import DatasetStore
     from pipeline.training import load_interaction_data
 
@@ -107,6 +105,18 @@ def worker_ours(args) -> dict:
     params = json.loads(args.params)
     batch = {"batch_size": diffmm_batch(params)} if model_name == "diffmm" else {}
     config = TrainConfig(seed=args.seed, epochs=args.epochs, early_stop_patience=patience, **batch)
+    log = Path(args.workdir) / f"ours_{dataset_label(args)}-{model_name}-{args.seed}.json"
+    return train_ours(model_name, data, config, log, content, params)
+
+
+def train_ours(model_name: str, data, config, log: Path, content=None, params: dict | None = None) -> dict:
+    """Our run of model_name under config, timed: the record both sides of a comparison share; the
+    per-epoch history goes to `log` (JSON), to compare whole validation curves with a reference's log."""
+    import numpy as np
+
+    from neggen_model.models import build_model
+    from neggen_model.trainer import Trainer
+
     started = time.perf_counter()
     model = build_model(model_name, data, config, content, params)
     setup = time.perf_counter() - started
@@ -345,15 +355,18 @@ def worker_authors(args) -> dict:
     return _reference_result(recalls, train, evals, wall)
 
 
-def _reference_result(recalls: list[float], train: list[float], evals: list[float], wall: float) -> dict:
+def _reference_result(
+    recalls: list[float], train: list[float], evals: list[float], wall: float, evaluated: list[int] | None = None
+) -> dict:
     """A reference run's record from its log: validation Recall@20 and seconds of each epoch's
-    training and evaluation; the best epoch is the first highest, as both references keep it."""
+    training and evaluation; the best epoch is the first highest, as the references keep it.
+    `evaluated`: the epochs (from 1) the recalls belong to, when a reference does not validate every epoch."""
     import numpy as np
 
     best = int(np.argmax(recalls))
     return {
         "best_valid_recall@20": recalls[best],
-        "best_epoch": best + 1,
+        "best_epoch": evaluated[best] if evaluated else best + 1,
         "epochs_run": len(train),
         "valid_recall@20_last": recalls[-1],
         "train_seconds": float(np.median(train)),
@@ -368,12 +381,22 @@ def run_side(side: str, args, model: str, seed: int, params: dict) -> dict:
                "--models", model, "--seed", str(seed), "--epochs", str(args.epochs), "--params", json.dumps(params),
                "--mmrec", str(args.mmrec), "--diffmm", str(args.diffmm), "--workdir", str(args.workdir)]  # fmt: skip
     command += ["--text-as-pictures"] if args.text_as_pictures else []
+    return run_worker(command, f"{side} {model} seed {seed}")
+
+
+def run_worker(command: list[str], label: str) -> dict:
+    """One side of a comparison in its own process with one thread; its record is the RESULT line."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
-        raise RuntimeError(f"{side} {model} seed {seed} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+def describe(result: dict) -> str:
+    return (f"best valid R@20 {result['best_valid_recall@20']:.4f} at epoch {result['best_epoch']}/{result['epochs_run']}, "
+            f"{result['train_seconds']:.3f} s/epoch, {result['eval_seconds']:.3f} s/eval, peak {result['peak_mib']:.0f} MiB")  # fmt: skip
 
 
 def main() -> None:
@@ -411,9 +434,7 @@ def main() -> None:
                 result = run_side(side, args, model, seed, params)
                 rows.append({"dataset": dataset_label(args), "model": model, "seed": seed, "side": side,
                              "params": json.dumps(params, sort_keys=True), "max_epochs": args.epochs, **result})  # fmt: skip
-                print(f"{model} seed {seed} {side:5s}: best valid R@20 {result['best_valid_recall@20']:.4f} at epoch "
-                      f"{result['best_epoch']}/{result['epochs_run']}, {result['train_seconds']:.3f} s/epoch, "
-                      f"{result['eval_seconds']:.3f} s/eval, peak {result['peak_mib']:.0f} MiB", flush=True)  # fmt: skip
+                print(f"{model} seed {seed} {side:5s}: {describe(result)}", flush=True)
                 save_rows(args.csv, rows)  # after every run: a long series killed midway keeps what it measured
     mine = pd.DataFrame(rows)
     mine["side"] = mine["side"].where(mine["side"] == "ours", "reference")
