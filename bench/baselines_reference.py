@@ -266,7 +266,7 @@ def worker_mmrec(args) -> dict:
     log.write_text(text)
     train = [float(t) for t in re.findall(r"epoch \d+ training \[time: ([\d.]+)s", text)]
     evals = re.findall(r"epoch (\d+) evaluating \[time: ([\d.]+)s, valid_score: ([\d.]+)\]", text)
-    return _reference_result([float(r) for _, _, r in evals], train, [float(t) for _, t, _ in evals], wall)
+    return reference_result([float(r) for _, _, r in evals], train, [float(t) for _, t, _ in evals], wall)
 
 
 def write_stubs(workdir: Path) -> Path:
@@ -352,10 +352,10 @@ def worker_authors(args) -> dict:
             mark = at
             if match[1] == "Test":
                 recalls.append(float(re.search(r"Recall = ([\d.]+)", message)[1]))
-    return _reference_result(recalls, train, evals, wall)
+    return reference_result(recalls, train, evals, wall)
 
 
-def _reference_result(
+def reference_result(
     recalls: list[float], train: list[float], evals: list[float], wall: float, evaluated: list[int] | None = None
 ) -> dict:
     """A reference run's record from its log: validation Recall@20 and seconds of each epoch's

@@ -1,7 +1,7 @@
 """Our LightGCN negative samplers beside their authors' code, on the same data, in one run.
 
     taskset -c 0 .venv/bin/python bench/samplers_reference.py --home $NEGGEN_HOME --dataset ml100k \\
-        --epochs 51 --seeds 2024 --mixgcf /tmp/MixGCF --ahns /tmp/AHNS --dens /tmp/DENS/DENS
+        --epochs 26 --seeds 2024 --mixgcf /tmp/MixGCF --ahns /tmp/AHNS --dens /tmp/DENS/DENS
 
 The references are not part of this project: pass a checkout of each (the folder holding main.py).
 MixGCF (huangtinglin/MixGCF, `--mixgcf`) for MixGCF; the AHNS authors' code (Riwei-HEU/AHNS,
@@ -16,7 +16,7 @@ test.txt after every fifth (epochs 1, 6, 11, ...), so test.txt holds our *valida
 their best number is the best validation Recall@20, the quantity in our column (both rank all
 items with only the training items masked; recall = hits in the top 20 / the user's held-out
 items, averaged over the users that have some). Their early stopping (10 evaluations without a
-better recall, i.e. 50 epochs) cannot end a run of at most 51 epochs; ours runs exactly as many
+better recall, i.e. 50 epochs) cannot end a run of at most 51 epochs (26 in the README's runs); ours runs exactly as many
 (patience = epochs), validating every epoch, and the driver also prints our best over their
 evaluated epochs.
 
@@ -52,7 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.baselines_reference import _reference_result, describe, run_worker, save_rows, train_ours, write_stubs  # noqa: E402
+from bench.baselines_reference import describe, reference_result, run_worker, save_rows, train_ours, write_stubs  # noqa: E402
 
 # Our strategy -> (the reference that runs it, its --ns).
 REFERENCE_NS = {
@@ -171,7 +171,7 @@ def worker_reference(args) -> dict:
         train_seconds.append(float(fields["training time(s)"]))
         evals.append(float(fields["tesing time(s)"]))
         recalls.append(float(fields["recall"].strip("[]").split()[0]))
-    return _reference_result(recalls, train_seconds, evals, wall, evaluated)
+    return reference_result(recalls, train_seconds, evals, wall, evaluated)
 
 
 def best_at(log: Path, epochs: set[int]) -> tuple[float, int]:
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[2024])
     parser.add_argument("--seed", type=int, default=2024, help=argparse.SUPPRESS)
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=51, help="exactly this many epochs on both sides (1 + a multiple of 5)")
+    parser.add_argument("--epochs", type=int, default=26, help="exactly this many epochs on both sides (1 + a multiple of 5)")
     parser.add_argument("--params", default="{}", help="JSON params of the strategies (default: ours, the authors')")
     parser.add_argument("--mixgcf", type=Path, default=Path("/tmp/MixGCF"), help="MixGCF checkout (holds main.py)")
     parser.add_argument("--ahns", type=Path, default=Path("/tmp/AHNS"), help="the AHNS authors' checkout (holds main.py)")
