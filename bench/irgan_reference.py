@@ -52,7 +52,7 @@ import sys
 import time
 from pathlib import Path
 
-from baselines_reference import REPO, _peak_mib, _reference_result, our_result, save_rows
+from baselines_reference import REPO, _peak_mib, reference_result, our_result, save_rows
 
 # (file, old, new, expected count): the mechanical Python 2 -> 3 patches of their code.
 PY3_PATCHES = [
@@ -227,7 +227,7 @@ def their_record(run: dict, recalls: list[float]) -> dict:
     evals = [(begun[0], end[0]) for begun, end in run["events"]["eval"]]
     d, g = their_epochs(run["events"], 0)
     d_cpu, g_cpu = their_epochs(run["events"], 1)
-    record = _reference_result(recalls[1:], [d + g] * (len(evals) - 1), [end - begun for begun, end in evals], run["wall"])
+    record = reference_result(recalls[1:], [d + g] * (len(evals) - 1), [end - begun for begun, end in evals], run["wall"])
     best = record["best_valid_recall@20"]
     return record | {
         "best_valid_recall@20": max(best, recalls[0]),
