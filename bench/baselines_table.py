@@ -33,7 +33,10 @@ def load(dataset: str, mode: str) -> pd.DataFrame:
 def paired_p(rows: pd.DataFrame, model: str, other: str, metric: str, k: int) -> tuple[float, int]:
     """Paired t-test of model against other on one metric over the seeds both ran."""
     wide = rows[(rows.metric == metric) & (rows.k == k) & rows.model.isin([model, other])]
-    wide = wide.pivot_table(index="seed", columns="model", values="value").dropna()
+    wide = wide.pivot_table(index="seed", columns="model", values="value")
+    if other not in wide:  # no NegGen on a dataset without content
+        return float("nan"), 0
+    wide = wide.dropna()
     if model == other or len(wide) < 2:
         return float("nan"), len(wide)
     return float(stats.ttest_rel(wide[model], wide[other]).pvalue), len(wide)
