@@ -112,8 +112,6 @@ def worker_ours(args) -> dict:
 def train_ours(model_name: str, data, config, log: Path, content=None, params: dict | None = None) -> dict:
     """Our run of model_name under config, timed: the record both sides of a comparison share; the
     per-epoch history goes to `log` (JSON), to compare whole validation curves with a reference's log."""
-    import numpy as np
-
     from neggen_model.models import build_model
     from neggen_model.trainer import Trainer
 
@@ -121,7 +119,7 @@ def train_ours(model_name: str, data, config, log: Path, content=None, params: d
     model = build_model(model_name, data, config, content, params)
     setup = time.perf_counter() - started
     result = Trainer(model, data, config, progress=False).fit()
-    return our_result(result, setup, Path(args.workdir) / f"ours_{dataset_label(args)}-{model_name}-{args.seed}.json")
+    return our_result(result, setup, log)
 
 
 def our_result(result, setup: float, log: Path) -> dict:

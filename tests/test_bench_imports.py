@@ -2,7 +2,6 @@
 exist (a renamed helper broke a reference script once without any test noticing)."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest

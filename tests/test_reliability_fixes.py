@@ -8,9 +8,7 @@ import sys
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from assets.definitions import all_assets
