@@ -382,9 +382,10 @@ def run_side(side: str, args, model: str, seed: int, params: dict) -> dict:
     return run_worker(command, f"{side} {model} seed {seed}")
 
 
-def run_worker(command: list[str], label: str) -> dict:
-    """One side of a comparison in its own process with one thread; its record is the RESULT line."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def run_worker(command: list[str], label: str, env: dict[str, str] | None = None) -> dict:
+    """One side of a comparison in its own process with one thread (env: further variables); its
+    record is the RESULT line."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} | (env or {})
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:

@@ -47,12 +47,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from baselines_reference import REPO, _peak_mib, reference_result, our_result, save_rows
+from baselines_reference import REPO, _peak_mib, our_result, reference_result, run_worker, save_rows
 
 # (file, old, new, expected count): the mechanical Python 2 -> 3 patches of their code.
 PY3_PATCHES = [
@@ -260,15 +259,10 @@ def score_snapshots(home: str, dataset: str, snapshots: Path) -> list[float]:
     return recalls
 
 
-def run_worker(python: str, args, side: str) -> dict:
+def run_side(python: str, args, side: str) -> dict:
     command = [python, __file__, "--worker", side, "--home", args.home, "--dataset", args.dataset, "--seed", str(args.seed),
                "--epochs", str(args.epochs), "--params", args.params, "--irgan", str(args.irgan), "--workdir", str(args.workdir)]  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if out.returncode or not lines:
-        raise RuntimeError(f"irgan {side} seed {args.seed} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_worker(command, f"irgan {side} seed {args.seed}", env={"TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def main() -> None:
@@ -294,11 +288,11 @@ def main() -> None:
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     base = {"dataset": args.dataset, "model": "irgan", "seed": args.seed, "params": json.dumps(json.loads(args.params), sort_keys=True), "max_epochs": args.epochs}  # fmt: skip
-    rows = [base | {"side": "ours"} | run_worker(sys.executable, args, "ours")]
+    rows = [base | {"side": "ours"} | run_side(sys.executable, args, "ours")]
     save_rows(args.csv, rows)
     for side in (side for side, start in SIDES.items() if start in args.discriminator_start):
         export_their_data(args.home, args.dataset, args.workdir / f"irgan_{args.dataset}-{args.seed}-{side}" / "ml-100k")
-        run = run_worker(args.tf_python, args, side)
+        run = run_side(args.tf_python, args, side)
         recalls = score_snapshots(args.home, args.dataset, args.workdir / f"irgan_{args.dataset}-{args.seed}-{side}" / "snapshots")
         rows.append(base | {"side": side} | their_record(run, recalls))
         print(f"{side}: D trained on stale negatives (linecache): {run['d_negatives_stale']}", flush=True)
