@@ -26,14 +26,40 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.baselines import run_baselines  # noqa: E402
-from pipeline.config import BaselinesConfig, load_config  # noqa: E402
+from pipeline.config import BaselinesConfig, NeggenConfig, load_config  # noqa: E402
 from pipeline.storage import DatasetStore  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CSV_COLUMNS = ["dataset", "model", "seed", "split", "mode", "metric", "k", "value"]
 
 
-def _replace_rows(path: Path, new: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+def baselines_config(
+    config: NeggenConfig,
+    dataset: str,
+    models: list[str] | None = None,
+    seeds: list[int] | None = None,
+    grid: str | None = None,
+    workers: int | None = None,
+    params: dict | None = None,
+) -> BaselinesConfig:
+    """The dataset's baselines config with the command line's choices over it (None: the config's)."""
+    base = config.baselines_config(dataset).model_dump()
+    if models:
+        base["models"] = models
+    if seeds:
+        base["seeds"] = seeds
+    if grid == "none":
+        base["grid"] = {m: {} for m in base["models"]}
+    elif grid == "model":
+        base["grid"] = {}
+    if workers is not None:
+        base["workers"] = workers
+    if params:
+        base["params"] = base["params"] | params
+    return BaselinesConfig.model_validate(base)
+
+
+def replace_rows(path: Path, new: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     if path.exists():
         old = pd.read_csv(path)
         done = set(map(tuple, new[key].drop_duplicates().to_numpy()))
@@ -59,30 +85,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = load_config()
-    base = config.baselines_config(args.dataset).model_dump()
-    if args.models:
-        base["models"] = args.models
-    if args.seeds:
-        base["seeds"] = args.seeds
-    if args.grid == "none":
-        base["grid"] = {m: {} for m in base["models"]}
-    elif args.grid == "model":
-        base["grid"] = {}
-    if args.workers is not None:
-        base["workers"] = args.workers
-    if args.params:
-        base["params"] = base["params"] | json.loads(args.params)
-    baselines = BaselinesConfig.model_validate(base)
+    params = json.loads(args.params) if args.params else None
+    baselines = baselines_config(config, args.dataset, args.models, args.seeds, args.grid, args.workers, params)
     store = DatasetStore(config.home, args.dataset)
     started = time.perf_counter()
     result = run_baselines(store, baselines, config.train_config(args.dataset), log=print)
     print(f"done in {time.perf_counter() - started:.0f}s; chosen: {result.chosen}; skipped: {result.skipped}")
 
     test = result.metrics[result.metrics.split == "test"].assign(dataset=args.dataset)[CSV_COLUMNS]
-    table = _replace_rows(args.csv, test, ["dataset", "model"])
+    table = replace_rows(args.csv, test, ["dataset", "model"])
     grid = result.grid.assign(dataset=args.dataset)
     grid["chosen"] = [result.chosen.get(m) is not None and p == _json(result.chosen[m]) for m, p in zip(grid.model, grid.params)]
-    _replace_rows(args.csv.with_name(args.csv.stem + "_grid.csv"), grid, ["dataset", "model"])
+    replace_rows(args.csv.with_name(args.csv.stem + "_grid.csv"), grid, ["dataset", "model"])
     summary = table[(table.dataset == args.dataset) & (table["mode"] == "mmrec")]
     summary = summary.assign(name=summary.metric + "@" + summary.k.astype(str))
     print(summary.pivot_table(index="model", columns="name", values="value", aggfunc=["mean", "std"]).round(4).to_string())

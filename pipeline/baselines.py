@@ -26,6 +26,8 @@ from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent, pool_item_content
 from neggen_model.data import InteractionData
 from neggen_model.models import BASELINES, CONTENT_MODELS, SAMPLER_BASELINES, build_model
+from neggen_model.models.base import BaselineModel, Recommender
+from neggen_model.models.bpr import BPRMF
 from neggen_model.models.irgan import IRGANParams
 from neggen_model.trainer import Trainer, TrainResult
 from pipeline import tables
@@ -78,15 +80,23 @@ def grid_points(model: str, config: BaselinesConfig) -> list[dict]:
     return [cls.parse_params(point).model_dump(mode="json") for point in points] or [cls.parse_params(fixed).model_dump(mode="json")]
 
 
+def irgan_pretrain_config(params: IRGANParams, train_config: TrainConfig) -> TrainConfig | None:
+    """The training config of IRGAN's BPR-MF pre-training (None for `pretrain: none`): the run's own,
+    stopped after `pretrain_epochs` when that is set."""
+    if params.pretrain == "none":
+        return None
+    return train_config if params.pretrain_epochs is None else train_config.model_copy(update={"epochs": params.pretrain_epochs})
+
+
 def irgan_pretraining(
     store: DatasetStore, params: IRGANParams, train_config: TrainConfig, data: InteractionData, progress: bool = False
 ) -> TrainedRun | None:
     """IRGAN's pre-training (None for `pretrain: none`): this project's BPR-MF run under the same
     training config (`pretrain_epochs` at most), trained once in `baselines/bpr-<key>/` and reused
     by every IRGAN run that names it. Locked, so parallel IRGAN runs never train it twice at once."""
-    if params.pretrain == "none":
+    config = irgan_pretrain_config(params, train_config)
+    if config is None:
         return None
-    config = train_config if params.pretrain_epochs is None else train_config.model_copy(update={"epochs": params.pretrain_epochs})
     with dataset_lock(store.folder(tables.BASELINES) / f"bpr-{run_key('bpr', config, data)}", "IRGAN's BPR-MF pre-training"):
         return train_run(store, tables.BASELINES, "bpr", config, data, progress)
 
@@ -98,24 +108,45 @@ def dataset_content(store: DatasetStore) -> ItemContent | None:
     return pool_item_content(stage_inputs(store)[1])
 
 
+def baseline_train_config(model: str, params: dict, train_config: TrainConfig) -> TrainConfig:
+    """The stage's training config with the baseline's own negative sampler (uniform but for the
+    samplers of Table 2), so the sampler lands in the run key."""
+    return train_config.model_copy(update={"negative_sampler": BASELINES[model].negative_sampler(params)})
+
+
+def build_baseline(
+    model: str,
+    params: dict,
+    train_config: TrainConfig,
+    data: InteractionData,
+    content: ItemContent | None = None,
+    pretrained: BPRMF | None = None,
+) -> Recommender | BaselineModel:
+    """The untrained model of one baseline run: a content model on its pooled item content, LightGCN
+    for a sampler baseline (the sampler is in train_config), IRGAN from its pre-trained BPR-MF."""
+    if model in CONTENT_MODELS:
+        return build_model(model, data, train_config, content, params)
+    if model in SAMPLER_BASELINES:
+        return build_model(SAMPLER_BASELINES[model].model, data, train_config)
+    return build_model(model, data, train_config, params=params, pretrained=pretrained)
+
+
 def train_baseline(
     store: DatasetStore, model: str, params: dict, train_config: TrainConfig, progress: bool = False
 ) -> BaselineRun:
     """Train (or resume, or reuse) one baseline run in its keyed folder."""
     data = stage_data(store)
-    train_config = train_config.model_copy(update={"negative_sampler": BASELINES[model].negative_sampler(params)})
+    train_config = baseline_train_config(model, params, train_config)
     inputs = {"model": model, "params": params, "train": train_config.model_dump(mode="json"), "graph": data.train_fingerprint()}
+    content = pretrained = None
     if model in CONTENT_MODELS:
         content = pool_item_content(stage_inputs(store)[1])
         inputs["content"] = content.fingerprint()
-        instance = build_model(model, data, train_config, content, params)
-    elif model in SAMPLER_BASELINES:  # the sampler is in train_config, so in the key
-        instance = build_model(SAMPLER_BASELINES[model].model, data, train_config)
-    else:  # IRGAN: no content; it starts from its pre-training run, which the key names
+    elif model not in SAMPLER_BASELINES:  # IRGAN: no content; it starts from its pre-training run, which the key names
         pretraining = irgan_pretraining(store, BASELINES[model].parse_params(params), train_config, data, progress)
         pretrained = None if pretraining is None else load_model(pretraining.run_dir, data, train_config.device)[0]
         inputs["pretrain"] = None if pretraining is None else pretraining.run_dir.name
-        instance = build_model(model, data, train_config, params=params, pretrained=pretrained)
+    instance = build_baseline(model, params, train_config, data, content, pretrained)
     run_dir = store.folder(tables.BASELINES) / f"{model}-{content_key(inputs)}"
     result = Trainer(instance, data, train_config, checkpoint_dir=run_dir, progress=progress).fit()
     write_json(run_dir / "params.json", {"model": model, "params": params})
