@@ -196,7 +196,7 @@ def land(args: argparse.Namespace) -> None:
                   f"on {r['device_name']} (the CSV had {before})")  # fmt: skip
     replace_rows(args.csv, new, ["dataset", "model", "seed"])
     record_path = args.record or RESULTS / f"device_baselines_{_slug(done[0]['device_name'])}.json"
-    kept = [{k: v for k, v in r.items() if k != "result"} for r in records]
+    kept = [{k: v for k, v in r.items() if k != "result"} for r in done]
     previous = json.loads(record_path.read_text()) if record_path.exists() else []
     ours = {(r["dataset"], r["model"], r["seed"]) for r in kept}
     merged = [r for r in previous if (r["dataset"], r["model"], r["seed"]) not in ours] + kept

@@ -89,8 +89,8 @@ class BM3(ContentModel):
         with torch.no_grad():
             if p == 0:
                 return x[rows].detach()
-            keep = torch.rand(x.shape, generator=generator) >= p
-            return (x[rows] * keep[rows] / (1 - p)).detach()
+            keep = torch.rand(x.shape, generator=generator) >= p  # drawn on the CPU: the same masks on any device
+            return (x[rows] * keep[rows.cpu()].to(x.device) / (1 - p)).detach()
 
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         p: BM3Params = self.params
@@ -108,7 +108,7 @@ class BM3(ContentModel):
             projected = projection(self.features[modality][rows])  # only the batch's items
             with torch.no_grad():
                 p_drop = p.dropout
-                keep = torch.rand((self.n_items, projected.shape[1]), generator=generator)[rows] >= p_drop
+                keep = (torch.rand((self.n_items, projected.shape[1]), generator=generator)[rows.cpu()] >= p_drop).to(projected.device)
                 feat_target = (projected * keep / (1 - p_drop))[inverse] if p_drop > 0 else projected[inverse]
             online = self.predictor(projected)[inverse]
             modal = modal + (1 - F.cosine_similarity(online, i_target, dim=-1).mean())

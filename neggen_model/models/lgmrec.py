@@ -94,14 +94,15 @@ class LGMRec(ContentModel):
         return torch.Generator().manual_seed(self._seed)
 
     def _gumbel_softmax(self, logits: Tensor, generator: torch.Generator) -> Tensor:
-        gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+        # Noise drawn on the CPU generator, then moved: the same draws on any device.
+        gumbels = -torch.empty(logits.shape, dtype=logits.dtype).exponential_(generator=generator).to(logits.device).log()
         return F.softmax((logits + gumbels) / self.params.temperature, dim=1)
 
     def _dropout(self, x: Tensor, generator: torch.Generator) -> Tensor:
         keep = self.params.keep_rate
         if not self.training or keep >= 1.0:
             return x
-        mask = torch.rand(x.shape, generator=generator) < keep
+        mask = (torch.rand(x.shape, generator=generator) < keep).to(x.device)
         return x * mask / keep
 
     def _inter_mm(self, x: Tensor) -> Tensor:
