@@ -30,7 +30,8 @@ nux:
 def _prepare_environment(config_arg: str | None) -> NeggenConfig:
     """Validate the config, then point Dagster at it and at a local instance folder."""
     config = load_config(config_arg)
-    config_file = Path(config_arg) if config_arg else Path(CONFIG_FILENAME)
+    # The file load_config read (--config, else $NEGGEN_CONFIG, else ./neggen.yaml): the assets read it too.
+    config_file = Path(config_arg or os.environ.get(CONFIG_ENV) or CONFIG_FILENAME)
     if config_file.exists():
         os.environ[CONFIG_ENV] = str(config_file.resolve())
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or config.home / ".dagster")

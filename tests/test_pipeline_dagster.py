@@ -50,9 +50,11 @@ def test_a_check_fails_on_data_that_breaks_it(neggen_home):
     assert not _check(store, "interactions", "users_without_train", ("interactions",)).passed
 
 
-def neggen(*args, cwd, env_home):
+def neggen(*args, cwd, env_home, config_env=None):
     env = {**os.environ, "NEGGEN_HOME": str(env_home), "DAGSTER_HOME": str(env_home / "dagster")}
     env.pop("NEGGEN_CONFIG", None)
+    if config_env is not None:
+        env["NEGGEN_CONFIG"] = str(config_env)
     return subprocess.run(
         [sys.executable, "-m", "assets.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -107,3 +109,16 @@ def test_cli_reports_bad_input_clearly(toy_project):
     (toy_project / "neggen.yaml").write_text("datasets:\n  toy: {format: mmrec, path: data/toy, k: 3}\n")
     bad_key = neggen("datasets", cwd=toy_project, env_home=home)
     assert bad_key.returncode == 2 and "datasets.toy.k: Extra inputs are not permitted" in bad_key.stderr
+
+
+def test_cli_materializes_with_the_config_neggen_config_names(toy_project):
+    """$NEGGEN_CONFIG wins over ./neggen.yaml for the assets too, not only for the CLI's own check
+    (the assets once read ./neggen.yaml: a dataset only the named config registers failed)."""
+    other = toy_project / "other"
+    other.mkdir()
+    (other / "neggen.yaml").write_text("datasets:\n  elsewhere: {format: mmrec, path: ../data/toy, kcore: 3}\n")
+    home = toy_project / "home"
+    run = neggen("materialize", "--dataset", "elsewhere", "--select", "interactions",
+                 cwd=toy_project, env_home=home, config_env=other / "neggen.yaml")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (home / "elsewhere" / "interactions.parquet").exists()
