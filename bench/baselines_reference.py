@@ -267,6 +267,22 @@ def worker_mmrec(args) -> dict:
     return reference_result([float(r) for _, _, r in evals], train, [float(t) for _, t, _ in evals], wall)
 
 
+def as_argv(flags: dict) -> list[str]:
+    return [item for key, value in flags.items() for item in (f"--{key}", str(value))]
+
+
+def run_script(script: Path, argv: list[str], log: Path) -> float:
+    """`python script argv...` in this process (imports from sys.path as the caller left it), its
+    stdout into log; its seconds."""
+    import runpy
+
+    sys.argv = [script.name, *argv]
+    started = time.perf_counter()
+    with open(log, "w") as handle, redirect_stdout(handle):
+        runpy.run_path(str(script), run_name="__main__")
+    return time.perf_counter() - started
+
+
 def write_stubs(workdir: Path) -> Path:
     """Empty modules for what the references import but never use here (lmdb and torchvision:
     MMRec's end-to-end image training; setproctitle: DiffMM's Main.py). Returns their folder."""
@@ -311,7 +327,6 @@ def diffmm_batch(params: dict) -> int:
 
 def worker_authors(args) -> dict:
     """The authors' DiffMM, unmodified, run as `python Main.py --data baby ...` in this process on CPU."""
-    import runpy
     from datetime import datetime
 
     import scipy.sparse as sp
@@ -325,7 +340,6 @@ def worker_authors(args) -> dict:
     flags = {DIFFMM_FLAG[key]: value for key, value in params.items() if key in DIFFMM_FLAG}
     flags |= {"dims": f"[{params['denoiser_hidden']}]", "cl_method": {"modalities": 0, "main": 1}[params["contrast"]]}
     flags |= {"data": "baby", "epoch": args.epochs, "seed": args.seed, "lr": 1e-3, "latdim": 64, "topk": 20}
-    sys.argv = ["Main.py"] + [item for key, value in flags.items() for item in (f"--{key}", str(value))]
     # Their DataHandler reads ./Datasets/baby; their modules import each other by bare name.
     os.chdir(run_dir)
     sys.path[:0] = [str(write_stubs(Path(args.workdir))), str(Path(args.diffmm).resolve())]
@@ -334,10 +348,7 @@ def worker_authors(args) -> dict:
     torch.nn.Module.cuda = lambda self, *a, **k: self
     sp.coo_matrix.A = property(lambda self: self.toarray())
     log = Path(args.workdir) / f"diffmm_{dataset_label(args)}-{args.seed}.log"
-    started = time.perf_counter()
-    with open(log, "w") as handle, redirect_stdout(handle):
-        runpy.run_path(str(Path(args.diffmm).resolve() / "Main.py"), run_name="__main__")
-    wall = time.perf_counter() - started
+    wall = run_script(Path(args.diffmm).resolve() / "Main.py", as_argv(flags), log)
     # Their log lines are "<datetime>: <message>"; one-line progress messages end in \r.
     stamped = [line.split(": ", 1) for line in re.split(r"[\r\n]", log.read_text()) if re.match(r"\d{4}-\d\d-\d\d ", line)]
     train, evals, recalls, mark = [], [], [], None

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from neggen_model.config import TrainConfig  # noqa: E402
 from neggen_model.content import ItemContent  # noqa: E402
 from neggen_model.data import InteractionData  # noqa: E402
-from neggen_model.models import BASELINES, CONTENT_MODELS, SAMPLER_BASELINES, build_model  # noqa: E402
+from neggen_model.models import BASELINES, CONTENT_MODELS, build_model  # noqa: E402
 from neggen_model.trainer import Trainer  # noqa: E402
 from pipeline.baselines import (  # noqa: E402
     baseline_train_config,
@@ -54,6 +54,7 @@ from pipeline.baselines import (  # noqa: E402
     dataset_content,
     grid_points,
     irgan_pretrain_config,
+    starts_from_pretraining,
 )
 from pipeline.config import load_config  # noqa: E402
 from pipeline.storage import DatasetStore  # noqa: E402
@@ -83,8 +84,8 @@ def pack(args: argparse.Namespace) -> None:
             run_config = baseline_train_config(model, params, train.model_copy(update={"seed": seed}))
             runs.append({"model": model, "params": params, "seed": seed, "train": run_config.model_dump(mode="json")})
     args.out.mkdir(parents=True, exist_ok=True)
-    frames = [pd.DataFrame({"user_id": m.tocoo().row, "item_id": m.tocoo().col, "split": split})
-              for split, m in (("train", data.train), ("valid", data.valid), ("test", data.test))]  # fmt: skip
+    pairs = {split: matrix.tocoo() for split, matrix in (("train", data.train), ("valid", data.valid), ("test", data.test))}
+    frames = [pd.DataFrame({"user_id": m.row, "item_id": m.col, "split": split}) for split, m in pairs.items()]
     pd.concat(frames, ignore_index=True).to_parquet(args.out / INTERACTIONS, index=False)
     if content is not None:
         save_file(content.matrices(), str(args.out / CONTENT))
@@ -129,12 +130,12 @@ def train_one(folder: Path, index: int, device: str) -> dict:
         pretrained = pre = None
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        if model not in CONTENT_MODELS and model not in SAMPLER_BASELINES:  # IRGAN, from its own BPR-MF run
+        if starts_from_pretraining(model):  # IRGAN, from its own BPR-MF run
             pre = irgan_pretrain_config(BASELINES[model].parse_params(params), config)
         if pre is not None:  # the trainer leaves the best epoch's weights in the model it trained
             pretrained = build_model("bpr", data, pre)
             record["pretrain"] = _summary(Trainer(pretrained, data, pre, progress=False).fit())
-        instance = build_baseline(model, params, config, data, content if model in CONTENT_MODELS else None, pretrained)
+        instance = build_baseline(model, params, config, data, content, pretrained)
         started = time.perf_counter()
         result = Trainer(instance, data, config, progress=False).fit()
         record |= {"result": asdict(result), "summary": _summary(result), "elapsed_s": time.perf_counter() - started}

@@ -74,14 +74,21 @@ import json
 import os
 import re
 import sys
-import time
-from contextlib import redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.baselines_reference import describe, reference_result, run_worker, save_rows, train_ours, write_stubs  # noqa: E402
+from bench.baselines_reference import (  # noqa: E402
+    as_argv,
+    describe,
+    reference_result,
+    run_script,
+    run_worker,
+    save_rows,
+    train_ours,
+    write_stubs,
+)
 
 # Our strategy -> (the reference that runs it, its --ns; Shi et al.'s code has no --ns). dns_shi and
 # dns_shi_mf are our dns against Shi et al.'s code, on LightGCN and on MF: keys of their own, so their
@@ -188,22 +195,6 @@ def worker_reference(args) -> dict:
     reference = REFERENCE_NS[args.strategy][0]
     worker = worker_shi if reference == "shi" else worker_mixgcf_family
     return worker(args, Path(getattr(args, reference)).resolve())
-
-
-def as_argv(flags: dict) -> list[str]:
-    return [item for key, value in flags.items() for item in (f"--{key}", str(value))]
-
-
-def run_script(script: Path, argv: list[str], log: Path) -> float:
-    """`python script argv...` in this process (imports from sys.path as the caller left it), its
-    stdout into log; its seconds."""
-    import runpy
-
-    sys.argv = [script.name, *argv]
-    started = time.perf_counter()
-    with open(log, "w") as handle, redirect_stdout(handle):
-        runpy.run_path(str(script), run_name="__main__")
-    return time.perf_counter() - started
 
 
 def worker_mixgcf_family(args, checkout: Path) -> dict:

@@ -80,6 +80,11 @@ def grid_points(model: str, config: BaselinesConfig) -> list[dict]:
     return [cls.parse_params(point).model_dump(mode="json") for point in points] or [cls.parse_params(fixed).model_dump(mode="json")]
 
 
+def starts_from_pretraining(model: str) -> bool:
+    """IRGAN: the baseline that reads no content, is no sampler, and starts from a BPR-MF run."""
+    return model not in CONTENT_MODELS and model not in SAMPLER_BASELINES
+
+
 def irgan_pretrain_config(params: IRGANParams, train_config: TrainConfig) -> TrainConfig | None:
     """The training config of IRGAN's BPR-MF pre-training (None for `pretrain: none`): the run's own,
     stopped after `pretrain_epochs` when that is set."""
@@ -142,7 +147,7 @@ def train_baseline(
     if model in CONTENT_MODELS:
         content = pool_item_content(stage_inputs(store)[1])
         inputs["content"] = content.fingerprint()
-    elif model not in SAMPLER_BASELINES:  # IRGAN: no content; it starts from its pre-training run, which the key names
+    elif starts_from_pretraining(model):  # IRGAN: its pre-training run is in the key
         pretraining = irgan_pretraining(store, BASELINES[model].parse_params(params), train_config, data, progress)
         pretrained = None if pretraining is None else load_model(pretraining.run_dir, data, train_config.device)[0]
         inputs["pretrain"] = None if pretraining is None else pretraining.run_dir.name

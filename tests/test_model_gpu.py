@@ -11,10 +11,10 @@ from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent
 from neggen_model.data import InteractionData
 from neggen_model.evaluate import evaluate
-from neggen_model.models import BASELINES, CONTENT_MODELS, SAMPLER_BASELINES, build_model
+from neggen_model.models import BASELINES, build_model
 from neggen_model.synthetic import clustered_interactions
 from neggen_model.trainer import Trainer
-from pipeline.baselines import baseline_train_config, build_baseline
+from pipeline.baselines import baseline_train_config, build_baseline, starts_from_pretraining
 
 pytestmark = [
     pytest.mark.gpu,
@@ -60,7 +60,7 @@ def test_every_baseline_trains_on_cuda_as_on_cpu(model, data):
     for device in ("cpu", "cuda"):
         config = baseline_train_config(model, {}, TrainConfig(embedding_size=16, batch_size=256, epochs=3, device=device))
         pretrained = None
-        if model not in CONTENT_MODELS and model not in SAMPLER_BASELINES:  # IRGAN starts from BPR-MF
+        if starts_from_pretraining(model):  # IRGAN starts from BPR-MF
             pretrained = build_model("bpr", data, config.model_copy(update={"epochs": 2}))
             Trainer(pretrained, data, config.model_copy(update={"epochs": 2}), progress=False).fit()
         instance = build_baseline(model, {}, config, data, content, pretrained)
