@@ -345,3 +345,41 @@ def test_diffmm_text_only_contrasts_the_view_with_the_final_embeddings(data):
 
     assert torch.equal(loss(contrast="modalities"), loss(contrast="main"))
     assert loss() > loss(ssl_weight=0.0)
+
+
+def test_diffmm_reverse_chain_is_the_t_denoiser_passes(data):
+    """The graphs come from the reverse chain's algebraic form (one items-wide product per row);
+    it must be the T passes through the denoiser it replaces, on a trained denoiser."""
+    model, _ = fit("diffmm", data, make_content(data.n_items), config(epochs=2))
+    denoiser = model.denoisers["text"]
+    x0 = torch.from_numpy(data.train[:50].toarray().astype(np.float32))
+    with torch.no_grad():
+        x = x0
+        for step in reversed(range(model.params.steps)):
+            x = model.posterior_x0[step] * denoiser(x, torch.full((len(x0),), step)) + model.posterior_xt[step] * x
+    (chained,) = denoiser.reverse_chain([x0], model.posterior_x0, model.posterior_xt)
+    torch.testing.assert_close(chained, x, rtol=1e-5, atol=1e-6)
+    assert x.std() > 0.01  # not a trivially flat row
+
+
+def test_diffmm_contrastive_logsumexp_matches_torch_in_value_and_gradient():
+    from neggen_model.models.diffmm import _BoundedLogSumExp
+
+    rng = torch.Generator().manual_seed(0)
+    temperature = 0.025  # the smallest τ allowed: logits up to 40
+    a = (torch.nn.functional.normalize(torch.randn(7, 5, generator=rng, dtype=torch.float64)) / temperature).requires_grad_()
+    b = torch.nn.functional.normalize(torch.randn(11, 5, generator=rng, dtype=torch.float64)).requires_grad_()
+    weights = torch.randn(7, generator=rng, dtype=torch.float64)
+    ours = _BoundedLogSumExp.apply(a, b)
+    (ours * weights).sum().backward()
+    grads = a.grad.clone(), b.grad.clone()
+    a.grad = b.grad = None
+    reference = torch.logsumexp(a @ b.T, dim=1)
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(grads, (a.grad, b.grad))
+
+
+def test_diffmm_refuses_a_temperature_its_logits_could_overflow_at(data):
+    with pytest.raises(ValueError, match="temperature"):
+        build_model("diffmm", data, config(), make_content(data.n_items), {"temperature": 0.01})
