@@ -37,6 +37,14 @@ from neggen_model.models.multimodal import ContentModel, ModelParams, SparseMM, 
 VISUAL_LATENT = 256
 
 
+def mean_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row divided by its sum (rows of zeros stay zero)."""
+    sums = np.asarray(matrix.sum(axis=1)).ravel()
+    inv = np.zeros_like(sums)
+    np.divide(1.0, sums, out=inv, where=sums > 0)
+    return sp.csr_matrix(sp.diags(inv.astype(np.float32)) @ matrix)
+
+
 class MMGCNParams(ModelParams):
     reg_weight: float = Field(1e-4, ge=0.0, description="Weight of the squared-embedding penalty.")
     n_layers: int = Field(3, ge=1, le=3, description="Graph layers (MMRec's MMGCN has 3).")
@@ -61,14 +69,21 @@ class _ModalityGCN(nn.Module):
             if layer == 0:
                 nn.init.xavier_normal_(self.combine[-1].weight)
 
-    def forward(self, features: Tensor, ids: Tensor, mean_adj: Tensor, mean_adj_t: Tensor) -> Tensor:
-        items = self.mlp(features) if self.mlp is not None else features
-        x = F.normalize(torch.cat([self.preference, items], dim=0))
+    def forward(self, features: Tensor, ids: Tensor, means: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """The users' and the items' x³ of this modality, kept as two blocks: on the bipartite graph a
+        user's neighbours are items and an item's are users, so a layer is mean(neighbours' x) Wˡ
+        per block ((A x) W = A (x W)). Where the items' x⁰ is constant (raw text), nothing is
+        differentiated through it: about a third of the first layer's backward arithmetic."""
+        user_means, user_means_t, item_means, item_means_t = means
+        users = F.normalize(self.preference)
+        items = F.normalize(self.mlp(features) if self.mlp is not None else features)
+        user_ids, item_ids = ids[: len(users)], ids[len(users) :]
         for conv, linear, combine in zip(self.conv, self.linear, self.combine):
-            h = F.leaky_relu(SparseMM.apply(mean_adj, mean_adj_t, x @ conv))
-            x_hat = F.leaky_relu(linear(x)) + ids
-            x = F.leaky_relu(combine(torch.cat([h, x_hat], dim=1)))
-        return x
+            user_h = F.leaky_relu(SparseMM.apply(user_means, user_means_t, items) @ conv)
+            item_h = F.leaky_relu(SparseMM.apply(item_means, item_means_t, users) @ conv)
+            users = F.leaky_relu(combine(torch.cat([user_h, F.leaky_relu(linear(users)) + user_ids], dim=1)))
+            items = F.leaky_relu(combine(torch.cat([item_h, F.leaky_relu(linear(items)) + item_ids], dim=1)))
+        return users, items
 
 
 class MMGCN(ContentModel):
@@ -88,24 +103,21 @@ class MMGCN(ContentModel):
             self.register_buffer(f"_feat_{modality}", torch.from_numpy(matrix.copy()), persistent=False)
             latent = VISUAL_LATENT if modality == "visual" else None
             self.gcns[modality] = _ModalityGCN(data.n_users, matrix.shape[1], latent, d, n_layers)
+        # Mean over neighbours (no self loop), as the user → items and item → users blocks.
         users, items = data.train_pairs()
-        n = data.n_users + data.n_items
-        rows = np.concatenate([users, items + data.n_users])
-        cols = np.concatenate([items + data.n_users, users])
-        adj = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
-        degree = np.asarray(adj.sum(axis=1)).ravel()
-        inv = np.zeros_like(degree)
-        np.divide(1.0, degree, out=inv, where=degree > 0)
-        mean_adj = sp.diags(inv.astype(np.float32)) @ adj  # mean over neighbours (no self loop)
-        self.register_buffer("mean_adj", torch_csr(mean_adj), persistent=False)
-        self.register_buffer("mean_adj_t", torch_csr(mean_adj.T), persistent=False)
+        interactions = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(data.n_users, data.n_items))
+        user_means, item_means = (mean_rows(m) for m in (interactions, interactions.T.tocsr()))
+        for name, matrix in (("user_means", user_means), ("item_means", item_means)):
+            self.register_buffer(name, torch_csr(matrix), persistent=False)
+            self.register_buffer(f"{name}_t", torch_csr(matrix.T), persistent=False)
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
-        total = 0.0
+        means = (self.user_means, self.user_means_t, self.item_means, self.item_means_t)
+        users = items = 0.0
         for modality, gcn in self.gcns.items():
-            total = total + gcn(getattr(self, f"_feat_{modality}"), self.id_embedding, self.mean_adj, self.mean_adj_t)
-        final = total / len(self.gcns)
-        return final[: self.n_users], final[self.n_users :]
+            u, i = gcn(getattr(self, f"_feat_{modality}"), self.id_embedding, means)
+            users, items = users + u, items + i
+        return users / len(self.gcns), items / len(self.gcns)
 
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         user_all, item_all = self.final_embeddings()
