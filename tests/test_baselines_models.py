@@ -19,7 +19,7 @@ from neggen_model.data import InteractionData
 from neggen_model.features import ItemFeatures, ModalityToken
 from neggen_model.models import CONTENT_MODELS, build_model
 from neggen_model.models.dragon import co_occurrence_neighbours
-from neggen_model.models.multimodal import knn_graph
+from neggen_model.models.multimodal import bounded_logsumexp, knn_graph
 from neggen_model.synthetic import clustered_interactions
 from tests.interruption import Interrupted, crash_at
 from neggen_model.trainer import STATE_JSON, Trainer
@@ -362,15 +362,15 @@ def test_diffmm_reverse_chain_is_the_t_denoiser_passes(data):
     assert x.std() > 0.01  # not a trivially flat row
 
 
-def test_diffmm_contrastive_logsumexp_matches_torch_in_value_and_gradient():
-    from neggen_model.models.diffmm import _BoundedLogSumExp
+def test_contrastive_logsumexp_matches_torch_in_value_and_gradient():
+    """DiffMM's and LGMRec's InfoNCE take logsumexp without a max shift (multimodal.bounded_logsumexp)."""
 
     rng = torch.Generator().manual_seed(0)
     temperature = 0.025  # the smallest τ allowed: logits up to 40
     a = (torch.nn.functional.normalize(torch.randn(7, 5, generator=rng, dtype=torch.float64)) / temperature).requires_grad_()
     b = torch.nn.functional.normalize(torch.randn(11, 5, generator=rng, dtype=torch.float64)).requires_grad_()
     weights = torch.randn(7, generator=rng, dtype=torch.float64)
-    ours = _BoundedLogSumExp.apply(a, b)
+    ours = bounded_logsumexp(a, b)
     (ours * weights).sum().backward()
     grads = a.grad.clone(), b.grad.clone()
     a.grad = b.grad = None
@@ -380,6 +380,7 @@ def test_diffmm_contrastive_logsumexp_matches_torch_in_value_and_gradient():
     torch.testing.assert_close(grads, (a.grad, b.grad))
 
 
-def test_diffmm_refuses_a_temperature_its_logits_could_overflow_at(data):
+@pytest.mark.parametrize("name", ["diffmm", "lgmrec"])
+def test_contrastive_models_refuse_a_temperature_their_logits_could_overflow_at(name, data):
     with pytest.raises(ValueError, match="temperature"):
-        build_model("diffmm", data, config(), make_content(data.n_items), {"temperature": 0.01})
+        build_model(name, data, config(), make_content(data.n_items), {"temperature": 0.01})

@@ -31,7 +31,7 @@ run is bit for bit the uninterrupted one, and the best epoch's weights are score
 were trained with. All noise, dropout and edge-drop masks come from a generator seeded by
 `begin_epoch`. Ranking uses the generated graphs without edge dropping. For speed, the reverse steps
 run in an algebraically equal form (`_Denoiser.reverse_chain`, one items-wide product per row instead
-of 2T) and the contrastive logsumexp without a max shift (`_BoundedLogSumExp`, hence τ ≥ 0.025).
+of 2T) and the contrastive logsumexp without a max shift (`multimodal.bounded_logsumexp`, hence τ ≥ 0.025).
 Departures: with one modality (Beauty, MovieLens) there is no pair of modality views, so the view is
 contrasted with the final embeddings (the authors' `cl_method 1`); the BPR batch is the protocol's
 2048 (the diffusion batch keeps the authors' 1024).
@@ -55,7 +55,7 @@ from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent
 from neggen_model.data import InteractionData
 from neggen_model.models.lightgcn import _SymmetricSpMM
-from neggen_model.models.multimodal import ContentModel, ModelParams, SparseMM, torch_csr
+from neggen_model.models.multimodal import ContentModel, ModelParams, SparseMM, bounded_logsumexp, torch_csr
 
 
 class DiffMMParams(ModelParams):
@@ -159,34 +159,12 @@ def normalised_with_self_loops(users: np.ndarray, items: np.ndarray, n_users: in
     return sp.csr_matrix(((inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32), (rows, cols)), shape=(n, n))
 
 
-class _BoundedLogSumExp(torch.autograd.Function):
-    """logsumexp over each row of a @ bᵀ when no logit exceeds 40 in size (rows of a of norm ≤ 1/τ
-    with τ ≥ 0.025, rows of b of norm ≤ 1): exp cannot overflow float32 there, so no row maximum is
-    subtracted, and backward reuses the saved exponentials instead of recomputing them. These
-    [batch, all nodes] logits are most of DiffMM's training step; torch.logsumexp passes over them
-    about three times as often."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        exponentials = (a @ b.T).exp_()
-        totals = exponentials.sum(dim=1)
-        ctx.save_for_backward(a, b, exponentials, totals)
-        return totals.log()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        a, b, exponentials, totals = ctx.saved_tensors
-        # In place: the saved exponentials are not read again (the graph is not kept for a second backward).
-        weights = exponentials.mul_((grad / totals)[:, None])
-        return weights @ b, weights.T @ a
-
-
 def info_nce(anchors: Tensor, others: Tensor, nodes: Tensor, temperature: float) -> Tensor:
     """Mean InfoNCE of anchors[nodes] against their own rows of others, among all rows of others."""
     # τ divides the anchors, not the [nodes, all] logits: the same numbers, a smaller division.
     a, every = F.normalize(anchors[nodes]) / temperature, F.normalize(others)
     positive = (a * every[nodes]).sum(dim=1)
-    return (_BoundedLogSumExp.apply(a, every) - positive).mean()
+    return (bounded_logsumexp(a, every) - positive).mean()
 
 
 class DiffMM(ContentModel):

@@ -37,7 +37,7 @@ from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent
 from neggen_model.data import InteractionData
 from neggen_model.models.lightgcn import _SymmetricSpMM
-from neggen_model.models.multimodal import ContentModel, ModelParams, SparseMM, sym_norm_bipartite, torch_csr
+from neggen_model.models.multimodal import ContentModel, ModelParams, SparseMM, bounded_logsumexp, sym_norm_bipartite, torch_csr
 
 
 class LGMRecParams(ModelParams):
@@ -49,7 +49,9 @@ class LGMRecParams(ModelParams):
     alpha: float = Field(0.3, ge=0.0, description="Weight of the global hypergraph embedding.")
     cl_weight: float = Field(1e-4, ge=0.0, description="Weight of the hypergraph contrastive loss.")
     reg_weight: float = Field(1e-6, ge=0.0, description="Weight of the norm penalty on the batch's vectors.")
-    temperature: float = Field(0.2, gt=0.0, description="τ of the Gumbel softmax and the contrast.")
+    temperature: float = Field(
+        0.2, ge=0.025, description="τ of the Gumbel softmax and the contrast; at least 1/40, so its logits cannot overflow unshifted."
+    )
 
 
 class LGMRec(ContentModel):
@@ -145,10 +147,9 @@ class LGMRec(ContentModel):
 
     def _contrast(self, a: Tensor, b: Tensor, every_b: Tensor) -> Tensor:
         """InfoNCE of a against its own row of b among all rows of every_b, summed (MMRec's)."""
-        a, b, every_b = F.normalize(a), F.normalize(b), F.normalize(every_b)
-        tau = self.params.temperature
-        positive = (a * b).sum(dim=1) / tau
-        return (torch.logsumexp(a @ every_b.T / tau, dim=1) - positive).sum()
+        # τ divides the anchors, not the [batch, all] logits: the same numbers, a smaller division.
+        a, b, every_b = F.normalize(a) / self.params.temperature, F.normalize(b), F.normalize(every_b)
+        return (bounded_logsumexp(a, every_b) - (a * b).sum(dim=1)).sum()
 
     def calculate_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         p: LGMRecParams = self.params

@@ -91,6 +91,33 @@ class SparseMM(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.adj_t, grad)
 
 
+class _BoundedLogSumExp(torch.autograd.Function):
+    """logsumexp over each row of a @ bᵀ when no logit exceeds 40 in size (rows of a of norm ≤ 1/τ
+    with τ ≥ 0.025, rows of b of norm ≤ 1): exp cannot overflow float32 there, so no row maximum is
+    subtracted, and backward reuses the saved exponentials instead of recomputing them. The
+    contrastive losses' [batch, all users or items] logits are most of a DiffMM or LGMRec training
+    step; torch.logsumexp passes over them about three times as often."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        exponentials = (a @ b.T).exp_()
+        totals = exponentials.sum(dim=1)
+        ctx.save_for_backward(a, b, exponentials, totals)
+        return totals.log()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        a, b, exponentials, totals = ctx.saved_tensors
+        # In place: the saved exponentials are not read again (the graph is not kept for a second backward).
+        weights = exponentials.mul_((grad / totals)[:, None])
+        return weights @ b, weights.T @ a
+
+
+def bounded_logsumexp(a: Tensor, b: Tensor) -> Tensor:
+    """logsumexp(a @ bᵀ, dim=1) for logits of size at most 40 (see _BoundedLogSumExp)."""
+    return _BoundedLogSumExp.apply(a, b)
+
+
 def knn_graph(features: np.ndarray, k: int, chunk: int = 1024) -> sp.csr_matrix:
     """The k nearest items of each item by cosine similarity (itself included, as in MMRec's
     LATTICE/FREEDOM), normalised D^-1/2 A D^-1/2 with D the row sums: every entry is 1/k.
