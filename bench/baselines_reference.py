@@ -31,9 +31,9 @@ what the current numpy/scipy/torch removed or this CPU machine lacks:
   epochs for DiffMM too; their batch (`--batch`, 1024) is both the BPR and the denoiser batch, so
   ours trains DiffMM with batch_size = its diffusion_batch_size (1024) here, not the protocol's
   2048. Every DiffMM parameter of ours is passed to their flags, so both sides run the same setting
-  (their defaults are not relied on). Their code needs pictures (no text-only path):
-  `--text-as-pictures` times it on a text-only dataset with the text vectors in both roles, on
-  both sides.
+  (their defaults are not relied on). Their code needs pictures (no text-only path), as MMRec's
+  LGMRec does: `--text-as-pictures` times either on a text-only dataset with the text vectors in
+  both roles, on both sides.
 
 For each model and seed, ours and the reference train with the same hyper-parameters (embedding
 64, Adam 1e-3, batch 2048, Xavier init, uniform negatives, the model params given) for up to
@@ -82,6 +82,8 @@ DIFFMM_FLAG = {
 # MMRec's user-user file keeps each user's 200 users sharing the most training items (DRAGON reads 40).
 MMREC_USER_GRAPH_SIZE = 200
 FIXED_EPOCHS = {"diffmm"}
+# References that read pictures unconditionally: on a text-only dataset, timed with --text-as-pictures.
+NEED_PICTURES = {"diffmm", "lgmrec"}
 
 
 def _peak_mib() -> float:
@@ -142,8 +144,8 @@ def our_result(result, setup: float, log: Path) -> dict:
 
 
 def compared_content(store, n_items: int, text_as_pictures: bool):
-    """Our pooled item content; with text_as_pictures (timing DiffMM, whose authors' code needs
-    pictures, on a text-only dataset) the text vectors are the picture modality too, on both sides."""
+    """Our pooled item content; with text_as_pictures (timing DiffMM or LGMRec, whose reference code
+    needs pictures, on a text-only dataset) the text vectors are the picture modality too, on both sides."""
     from neggen_model.content import ItemContent
     from pipeline.baselines import load_item_content
 
@@ -191,7 +193,7 @@ def export_user_graph(train, path: Path) -> None:
     np.save(path, graph, allow_pickle=True)
 
 
-def export_mmrec(home: str, dataset: str, folder: Path, name: str) -> None:
+def export_mmrec(home: str, dataset: str, folder: Path, name: str, text_as_pictures: bool = False) -> None:
     """The dataset in MMRec's layout: <name>.inter (userID, itemID, x_label), the item content and
     the user-user file of DRAGON; each file written once (an existing one is kept)."""
     from pipeline.storage import DatasetStore
@@ -205,7 +207,7 @@ def export_mmrec(home: str, dataset: str, folder: Path, name: str) -> None:
         frame["x_label"] = frame.pop("split").map({"train": 0, "valid": 1, "test": 2})
         frame.to_csv(folder / f"{name}.inter", sep="\t", index=False)
     if not (folder / "text_feat.npy").exists() and not (folder / "image_feat.npy").exists():
-        export_content(home, dataset, folder)
+        export_content(home, dataset, folder, text_as_pictures)
     if not (folder / "user_graph_dict.npy").exists():
         export_user_graph(load_interaction_data(store).train, folder / "user_graph_dict.npy")
 
@@ -213,9 +215,9 @@ def export_mmrec(home: str, dataset: str, folder: Path, name: str) -> None:
 def worker_mmrec(args) -> dict:
     import numpy as np
 
-    name = f"neggen_{args.dataset}"
+    name = f"neggen_{args.dataset}" + ("_text_as_pictures" if args.text_as_pictures else "")
     data_root = Path(args.workdir) / "data"
-    export_mmrec(args.home, args.dataset, data_root / name, name)
+    export_mmrec(args.home, args.dataset, data_root / name, name, args.text_as_pictures)
     src = Path(args.mmrec) / "src"
     dataset_yaml = src / "configs" / "dataset" / f"{name}.yaml"
     dataset_yaml.write_text(
@@ -423,12 +425,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/baselines_reference"))
     parser.add_argument("--csv", type=Path, default=REPO / "bench" / "results" / "baselines_reference.csv")
     parser.add_argument("--text-as-pictures", action="store_true",
-                        help="DiffMM timing on a text-only dataset: the text vectors are the pictures too, on both sides "
+                        help="DiffMM or LGMRec timing on a text-only dataset: the text vectors are the pictures too, on both sides "
                         "(rows under dataset '<name>+text_as_pictures')")  # fmt: skip
     parser.add_argument("--worker", choices=["ours", "mmrec", "authors"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.text_as_pictures and set(args.models) != {"diffmm"}:
-        parser.error("--text-as-pictures is for DiffMM only (MMRec's models run text-only)")
+    if args.text_as_pictures and not set(args.models) <= NEED_PICTURES:
+        parser.error(f"--text-as-pictures is for {' and '.join(sorted(NEED_PICTURES))} only (the other references run text-only)")
     if args.worker:
         result = {"ours": worker_ours, "mmrec": worker_mmrec, "authors": worker_authors}[args.worker](args)
         print("RESULT " + json.dumps(result))
