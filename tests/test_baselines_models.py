@@ -378,6 +378,11 @@ def test_contrastive_logsumexp_matches_torch_in_value_and_gradient():
     (reference * weights).sum().backward()
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(grads, (a.grad, b.grad))
+    # Its backward consumes the saved exponentials: a second pass through a kept graph must refuse.
+    kept = bounded_logsumexp(a, b).sum()
+    kept.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        kept.backward()
 
 
 @pytest.mark.parametrize("name", ["diffmm", "lgmrec"])

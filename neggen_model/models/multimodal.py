@@ -108,7 +108,8 @@ class _BoundedLogSumExp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
         a, b, exponentials, totals = ctx.saved_tensors
-        # In place: the saved exponentials are not read again (the graph is not kept for a second backward).
+        # In place: the saved exponentials are not read again; a second backward through a kept graph
+        # raises (autograd sees the saved tensor changed) rather than using them.
         weights = exponentials.mul_((grad / totals)[:, None])
         return weights @ b, weights.T @ a
 
