@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -74,7 +73,7 @@ class LGMRec(ContentModel):
             self.projections[modality] = nn.Parameter(nn.init.xavier_uniform_(torch.empty(matrix.shape[1], d)))
             self.hyperedges[modality] = nn.Parameter(nn.init.xavier_uniform_(torch.empty(matrix.shape[1], p.hyper_num)))
         users, items = data.train_pairs()
-        inter = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(data.n_users, data.n_items))
+        inter = data.train.astype(np.float32)
         self.register_buffer("inter", torch_csr(inter), persistent=False)
         self.register_buffer("inter_t", torch_csr(inter.T), persistent=False)
         degree = np.asarray(inter.sum(axis=1)).ravel() + 1e-7

@@ -104,8 +104,7 @@ class MMGCN(ContentModel):
             latent = VISUAL_LATENT if modality == "visual" else None
             self.gcns[modality] = _ModalityGCN(data.n_users, matrix.shape[1], latent, d, n_layers)
         # Mean over neighbours (no self loop), as the user → items and item → users blocks.
-        users, items = data.train_pairs()
-        interactions = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(data.n_users, data.n_items))
+        interactions = data.train.astype(np.float32)
         user_means, item_means = (mean_rows(m) for m in (interactions, interactions.T.tocsr()))
         for name, matrix in (("user_means", user_means), ("item_means", item_means)):
             self.register_buffer(name, torch_csr(matrix), persistent=False)
