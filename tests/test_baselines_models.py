@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
 from neggen_model.config import TrainConfig
 from neggen_model.content import ItemContent, pool_item_content
@@ -19,7 +20,7 @@ from neggen_model.data import InteractionData
 from neggen_model.features import ItemFeatures, ModalityToken
 from neggen_model.models import CONTENT_MODELS, build_model
 from neggen_model.models.dragon import co_occurrence_neighbours
-from neggen_model.models.multimodal import bounded_logsumexp, knn_graph
+from neggen_model.models.multimodal import LOGSUMEXP_BLOCK, bounded_logsumexp, knn_graph
 from neggen_model.synthetic import clustered_interactions
 from tests.interruption import Interrupted, crash_at
 from neggen_model.trainer import STATE_JSON, Trainer
@@ -368,7 +369,8 @@ def test_contrastive_logsumexp_matches_torch_in_value_and_gradient():
     rng = torch.Generator().manual_seed(0)
     temperature = 0.025  # the smallest τ allowed: logits up to 40
     a = (torch.nn.functional.normalize(torch.randn(7, 5, generator=rng, dtype=torch.float64)) / temperature).requires_grad_()
-    b = torch.nn.functional.normalize(torch.randn(11, 5, generator=rng, dtype=torch.float64)).requires_grad_()
+    # More rows than one block, and not a multiple of it: the blocks and the last short one all count.
+    b = torch.nn.functional.normalize(torch.randn(2 * LOGSUMEXP_BLOCK + 3, 5, generator=rng, dtype=torch.float64)).requires_grad_()
     weights = torch.randn(7, generator=rng, dtype=torch.float64)
     ours = bounded_logsumexp(a, b)
     (ours * weights).sum().backward()
@@ -378,11 +380,30 @@ def test_contrastive_logsumexp_matches_torch_in_value_and_gradient():
     (reference * weights).sum().backward()
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(grads, (a.grad, b.grad))
-    # Its backward consumes the saved exponentials: a second pass through a kept graph must refuse.
-    kept = bounded_logsumexp(a, b).sum()
-    kept.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="inplace"):
-        kept.backward()
+
+
+def test_lgmrec_contrast_through_the_hyperedge_factors_equals_the_direct_infonce(data):
+    """LGMRec scores the [batch, all] logits through the views' factors (weights @ latent); the value
+    and the gradients equal InfoNCE on the assembled, normalised view, a dropout-zeroed row included."""
+    model = build_model("lgmrec", data, config(), make_content(data.n_items))
+    rng = torch.Generator().manual_seed(0)
+    anchors = torch.randn(6, 16, generator=rng, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(40, model.params.hyper_num, generator=rng, dtype=torch.float64)
+    weights[7] = 0.0  # every hyperedge of this row dropped
+    weights.requires_grad_()
+    latent = torch.randn(model.params.hyper_num, 16, generator=rng, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 7, 3, 3, 39, 12])
+    tau = model.params.temperature
+
+    ours = model._contrast(anchors, weights, latent, index)
+    ours.backward()
+    grads = anchors.grad.clone(), weights.grad.clone(), latent.grad.clone()
+    anchors.grad = weights.grad = latent.grad = None
+    a, view = F.normalize(anchors) / tau, F.normalize(weights @ latent)
+    direct = (torch.logsumexp(a @ view.T, dim=1) - (a * view[index]).sum(dim=1)).sum()
+    direct.backward()
+    torch.testing.assert_close(ours, direct)
+    torch.testing.assert_close(grads, (anchors.grad, weights.grad, latent.grad))
 
 
 @pytest.mark.parametrize("name", ["diffmm", "lgmrec"])
